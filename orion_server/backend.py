@@ -1,0 +1,79 @@
+"""What a worker replays calls on: the contract every backend keeps.
+
+A backend has one method per call it implements, named exactly as the call
+(`cudaMalloc`, `orionLaunchKernel`, ...). The worker passes every parameter that is not
+an `out` (see `wire.decode_args`) and expects `(status, *outs)`: the CUDA status as an
+int, then one value per `out`/`inout`/`out_buf` parameter in declaration order, and no
+outputs when the status is not 0. That is cuda-python's own convention, so many
+handlers of the GPU backend are a call and a conversion.
+
+A call the backend lacks is answered with cudaErrorNotSupported. Limits (the vGPU's
+memory and compute share) belong to the backend's allocation layer, checked before the
+real call and recorded after it, never scattered over handlers.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+cudaSuccess = 0
+cudaErrorInvalidValue = 1
+cudaErrorMemoryAllocation = 2
+cudaErrorInvalidDevice = 101
+cudaErrorInvalidResourceHandle = 400
+cudaErrorNotReady = 600
+cudaErrorNotSupported = 801
+cudaErrorUnknown = 999
+
+# orionDeviceSnapshot: what the client needs to answer device queries locally.
+# u32 version, u32 attr count, char name[256], u8 uuid[16], u64 total memory,
+# i32 attrs[SNAPSHOT_ATTRS] indexed by cudaDeviceAttr. native/src/device.c reads it.
+SNAPSHOT_VERSION = 1
+SNAPSHOT_ATTRS = 256
+_SNAPSHOT = struct.Struct(f"<II256s16sQ{SNAPSHOT_ATTRS}i")
+SNAPSHOT_SIZE = _SNAPSHOT.size
+
+
+def pack_snapshot(name: str, uuid: bytes, total_mem: int, attrs: dict[int, int]) -> bytes:
+    values = [0] * SNAPSHOT_ATTRS
+    for attr, value in attrs.items():
+        if 0 <= attr < SNAPSHOT_ATTRS:
+            values[attr] = value
+    return _SNAPSHOT.pack(SNAPSHOT_VERSION, SNAPSHOT_ATTRS, name.encode()[:255], uuid[:16],
+                          total_mem, *values)
+
+
+@dataclass(frozen=True)
+class VGpu:
+    """One vGPU of the session, as the controller granted it."""
+
+    index: int            # device number the client sees (0..n-1)
+    gpu_index: int        # physical GPU on this server
+    memory_bytes: int
+    ratio: int            # % of the physical GPU's compute
+    uuid: str = ""
+
+
+class CudaError(Exception):
+    """Raised inside a backend to answer a call with a specific CUDA status."""
+
+    def __init__(self, status: int, message: str = ""):
+        super().__init__(message or f"CUDA error {status}")
+        self.status = status
+
+
+class Backend:
+    """Base of the backends; `vgpus` are the session's devices, in client order."""
+
+    def __init__(self, vgpus: list[VGpu]):
+        self.vgpus = vgpus
+        self.device = 0
+
+    def set_device(self, index: int) -> None:
+        """Make vGPU `index` current for the calls that follow (header's device field)."""
+        if not 0 <= index < len(self.vgpus):
+            raise CudaError(cudaErrorInvalidDevice, f"no vGPU {index} in this session")
+        self.device = index
+
+    def close(self) -> None:
+        """Free everything the session holds; called once when the client goes away."""

@@ -1,0 +1,128 @@
+"""Data-plane framing (docs/protocol.md): headers, argument decoding, reply encoding.
+
+Frame 0 of a request is a 24-byte header and the packed arguments; each `in_buf`
+argument's bytes are the next frame. A reply's frame 0 is a 24-byte header and the
+packed `out`/`inout` values; each `out_buf` is its own frame, so bulk bytes are never
+copied into frame 0.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .calls import Call
+
+MAGIC = 0x314E524F          # b"ORN1" little-endian
+VERSION = 1
+FLAG_ASYNC = 1
+REQUEST = struct.Struct("<IHHIHHQ")   # magic, version, flags, call id, device, reserved, seq
+REPLY = struct.Struct("<IHHIIQ")      # magic, version, flags, status, reserved, seq
+HEADER_SIZE = 24
+_U8, _U32, _U64 = struct.Struct("<B"), struct.Struct("<I"), struct.Struct("<Q")
+
+
+class WireError(ValueError):
+    """A request that cannot be decoded: answered with an error, never fatal."""
+
+
+@dataclass(frozen=True)
+class Request:
+    flags: int
+    call_id: int
+    device: int
+    seq: int
+
+
+def parse_request_header(frame: bytes | memoryview) -> Request:
+    if len(frame) < HEADER_SIZE:
+        raise WireError(f"request of {len(frame)} bytes is shorter than its header")
+    magic, version, flags, call_id, device, _, seq = REQUEST.unpack_from(frame)
+    if magic != MAGIC:
+        raise WireError(f"bad magic 0x{magic:08x}")
+    if version != VERSION:
+        raise WireError(f"protocol version {version}, this server speaks {VERSION}")
+    return Request(flags, call_id, device, seq)
+
+
+def pack_request_header(call_id: int, seq: int, flags: int = 0, device: int = 0) -> bytes:
+    return REQUEST.pack(MAGIC, VERSION, flags, call_id, device, 0, seq)
+
+
+def pack_reply_header(status: int, seq: int) -> bytes:
+    return REPLY.pack(MAGIC, VERSION, 0, status, 0, seq)
+
+
+def parse_reply_header(frame: bytes | memoryview) -> tuple[int, int]:
+    magic, version, _, status, _, seq = REPLY.unpack_from(frame)
+    if magic != MAGIC or version != VERSION:
+        raise WireError("bad reply header")
+    return status, seq
+
+
+def decode_args(call: Call, frame: memoryview, bulk: list[memoryview]) -> list:
+    """The handler's arguments: every non-`out` parameter in order.
+
+    val/inout -> the decoded value (int, float, or bytes for structs); in -> bytes or
+    None; str -> str; in_buf -> memoryview of its frame; out_buf -> the requested length.
+    """
+    args, pos, next_bulk = [], HEADER_SIZE, 0
+    try:
+        for p in call.params:
+            if p.kind in ("val", "inout"):
+                (value,) = struct.unpack_from("<" + p.fmt, frame, pos)
+                pos += struct.calcsize(p.fmt)
+                args.append(value)
+            elif p.kind == "in":
+                (present,) = _U8.unpack_from(frame, pos)
+                pos += 1
+                if present:
+                    size = struct.calcsize(p.fmt)
+                    (value,) = struct.unpack_from("<" + p.fmt, frame, pos)
+                    pos += size
+                    args.append(value)
+                else:
+                    args.append(None)
+            elif p.kind == "str":
+                (n,) = _U32.unpack_from(frame, pos)
+                if pos + 4 + n > len(frame):
+                    raise WireError(f"{call.name}: string {p.name} runs past the frame")
+                args.append(bytes(frame[pos + 4: pos + 4 + n]).decode())
+                pos += 4 + n
+            elif p.kind == "in_buf":
+                (n,) = _U64.unpack_from(frame, pos)
+                pos += 8
+                if next_bulk >= len(bulk) or len(bulk[next_bulk]) != n:
+                    raise WireError(f"{call.name}: buffer {p.name} of {n} bytes is missing")
+                args.append(bulk[next_bulk])
+                next_bulk += 1
+            elif p.kind == "out_buf":
+                (n,) = _U64.unpack_from(frame, pos)
+                pos += 8
+                args.append(n)
+    except struct.error as e:
+        raise WireError(f"{call.name}: truncated arguments ({e})") from None
+    except UnicodeDecodeError:
+        raise WireError(f"{call.name}: a string argument is not UTF-8") from None
+    if pos != len(frame) or next_bulk != len(bulk):
+        raise WireError(f"{call.name}: {len(frame) - pos} stray bytes, "
+                        f"{len(bulk) - next_bulk} stray frames")
+    return args
+
+
+def encode_outs(call: Call, outs: tuple, out_buf_sizes: list[int]) -> tuple[bytes, list]:
+    """Pack a handler's outputs (out/inout/out_buf values, in parameter order)."""
+    packed, frames = [], []
+    expected = [p for p in call.params if p.kind in ("out", "inout", "out_buf")]
+    if len(outs) != len(expected):
+        raise TypeError(f"{call.name}: handler returned {len(outs)} outputs, "
+                        f"the call has {len(expected)}")
+    sizes = iter(out_buf_sizes)
+    for p, value in zip(expected, outs):
+        if p.kind == "out_buf":
+            size = next(sizes)
+            if len(value) != size:
+                raise TypeError(f"{call.name}: {p.name} is {len(value)} bytes, asked {size}")
+            frames.append(value)
+        else:
+            packed.append(struct.pack("<" + p.fmt, value))
+    return b"".join(packed), frames

@@ -1,0 +1,187 @@
+"""One worker process per client application: replays its calls on a backend.
+
+The worker binds one ROUTER socket, serves exactly one client (its session), and exits
+when that client disconnects, is killed, or never shows up; the backend then frees
+everything the session held. It runs in its own process so that a crash or a sticky
+CUDA error harms this client only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import zmq
+import zmq.utils.monitor
+
+from . import backend as B
+from . import wire
+from .generated.cudart_table import CALLS
+
+log = logging.getLogger("orion.worker")
+
+# A client must connect this soon after the session is opened, or the worker gives up.
+CONNECT_TIMEOUT_S = 15.0
+# Errors that poison the context: every later call returns them (CUDA's sticky errors).
+STICKY_ERRORS = {700, 701, 702, 703, 704, 710, 711, 712, 713, 714, 715, 716, 717, 718,
+                 719, 720}
+
+
+class Session:
+    """Decodes requests, calls the backend, encodes replies; keeps CUDA error order."""
+
+    def __init__(self, backend: B.Backend):
+        self.backend = backend
+        self.pending_error = 0     # first error of an async call, owed to the next sync call
+        self.sticky_error = 0
+        self.calls = 0
+
+    def handle(self, frames: list) -> list | None:
+        """Frames of one request -> frames of its reply (None for async calls)."""
+        head = frames[0].buffer
+        try:
+            req = wire.parse_request_header(head)
+        except wire.WireError as e:
+            log.warning("dropped malformed request: %s", e)
+            return [wire.pack_reply_header(B.cudaErrorInvalidValue, 0)]
+        self.calls += 1
+        status, payload, bulk_out = self._execute(req, head, [f.buffer for f in frames[1:]])
+        if req.flags & wire.FLAG_ASYNC:
+            if status and not self.pending_error:
+                self.pending_error = status
+            return None
+        if status == 0 and self.pending_error:
+            status, payload, bulk_out = self.pending_error, b"", []
+            self.pending_error = 0
+        return [wire.pack_reply_header(status, req.seq) + payload, *bulk_out]
+
+    def _execute(self, req: wire.Request, head, bulk) -> tuple[int, bytes, list]:
+        if self.sticky_error:
+            return self.sticky_error, b"", []
+        call = CALLS.get(req.call_id)
+        handler = getattr(self.backend, call.name, None) if call else None
+        if call is None:
+            log.warning("unknown call id 0x%08x", req.call_id)
+            return B.cudaErrorInvalidValue, b"", []
+        if handler is None:
+            log.info("%s is not supported by this backend", call.name)
+            return B.cudaErrorNotSupported, b"", []
+        try:
+            args = wire.decode_args(call, head, bulk)
+            if req.device != self.backend.device:
+                self.backend.set_device(req.device)
+            status, *outs = handler(*args)
+            status = int(status)
+            if status:
+                if status in STICKY_ERRORS:
+                    self.sticky_error = status
+                return status, b"", []
+            sizes = [a for p, a in zip((p for p in call.params if p.kind != "out"), args)
+                     if p.kind == "out_buf"]
+            payload, bulk_out = wire.encode_outs(call, tuple(outs), sizes)
+            return 0, payload, bulk_out
+        except wire.WireError as e:
+            log.warning("bad request: %s", e)
+            return B.cudaErrorInvalidValue, b"", []
+        except B.CudaError as e:
+            log.info("%s: %s", call.name, e)
+            if e.status in STICKY_ERRORS:
+                self.sticky_error = e.status
+            return e.status, b"", []
+        except Exception:
+            log.exception("%s failed in the backend", call.name)
+            return B.cudaErrorUnknown, b"", []
+
+
+def make_backend(kind: str, vgpus: list[B.VGpu], options: dict) -> B.Backend:
+    if kind == "host":
+        from .backends.host import HostBackend
+        return HostBackend(vgpus, **options)
+    from .backends.cuda import CudaBackend
+    return CudaBackend(vgpus, **options)
+
+
+def serve(address: str, session: Session, ready=None) -> None:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    # ZMTP heartbeats notice a client whose host or network went away (no TCP reset).
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+    sock.bind(address)
+    bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+    if ready:
+        ready(bound)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    connected = False
+    try:
+        while True:
+            events = dict(poller.poll(1000))
+            if monitor in events:
+                while monitor.poll(0):
+                    ev = zmq.utils.monitor.recv_monitor_message(monitor)
+                    if ev["event"] == zmq.EVENT_ACCEPTED:
+                        connected = True
+                    elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                        log.info("client disconnected after %d calls", session.calls)
+                        return
+            if sock in events:
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    identity, rest = frames[0], frames[1:]
+                    if not rest:
+                        continue
+                    reply = session.handle(rest)
+                    if reply is not None:
+                        sock.send_multipart([identity.bytes, *reply], copy=False)
+            if not connected and time.monotonic() > deadline:
+                log.warning("no client connected within %.0f s", CONNECT_TIMEOUT_S)
+                return
+    finally:
+        sock.disable_monitor()
+        monitor.close(0)
+        sock.close(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Orion session worker (started by oriond)")
+    parser.add_argument("--config", required=True, help="session description, JSON")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config)
+    log_file = config.get("log_file")
+    logging.basicConfig(
+        level=config.get("log_level", "INFO"),
+        format="%(asctime)s %(levelname)s worker[%(process)d] %(message)s",
+        filename=log_file if log_file else None)
+    vgpus = [B.VGpu(**v) for v in config["vgpus"]]
+    backend = make_backend(config.get("backend", "cuda"), vgpus, config.get("backend_options", {}))
+    session = Session(backend)
+
+    def ready(bound: str) -> None:
+        # oriond reads this one line to learn where the client should connect
+        sys.stdout.write(json.dumps({"worker": bound}) + "\n")
+        sys.stdout.flush()
+
+    try:
+        serve(config["address"], session, ready)
+    finally:
+        backend.close()
+        if config["address"].startswith("ipc://"):
+            Path(config["address"][len("ipc://"):]).unlink(missing_ok=True)
+        log.info("session closed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
