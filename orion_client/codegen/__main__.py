@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import emit_c, emit_py, spec
+from . import emit_c, emit_errors, emit_py, headers, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = {"cudart": spec.SPEC_DIR / "cudart.toml"}
@@ -24,6 +24,9 @@ def outputs() -> dict[Path, str]:
         files[ROOT / f"native/generated/{name}_internal.h"] = emit_c.internal_header(lib, spec_name)
         files[ROOT / f"native/generated/lib{name}.map"] = emit_c.version_script(lib, spec_name)
         files[ROOT / f"orion_server/generated/{name}_table.py"] = emit_py.call_table(lib, spec_name)
+        if name == "cudart":
+            files[ROOT / "native/generated/cudart_errors.c"] = emit_errors.error_table(
+                lib, emit_c.banner(lib, spec_name), headers.cuda_include_dir())
     return files
 
 

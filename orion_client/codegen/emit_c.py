@@ -131,19 +131,19 @@ def _ids(lib: Library) -> str:
     return "\n".join(lines)
 
 
-def _banner(lib: Library, spec_name: str) -> str:
+def banner(lib: Library, spec_name: str) -> str:
     return BANNER.substitute(spec=spec_name, hash=lib.spec_hash, version=lib.header_version)
 
 
 def stubs(lib: Library, spec_name: str) -> str:
-    return FILE.substitute(banner=_banner(lib, spec_name), ids=_ids(lib),
+    return FILE.substitute(banner=banner(lib, spec_name), ids=_ids(lib),
                            stubs="\n".join(s for s in map(_stub, lib.functions) if s))
 
 
 def internal_header(lib: Library, spec_name: str) -> str:
     """Prototypes of the internal wire calls, for hand-written client code."""
     protos = [f"cudaError_t {f.name}({_signature(f)});" for f in lib.functions if f.internal]
-    return _banner(lib, spec_name) + "#pragma once\n#include <cuda_runtime_api.h>\n\n" + \
+    return banner(lib, spec_name) + "#pragma once\n#include <cuda_runtime_api.h>\n\n" + \
         "\n".join(protos) + "\n"
 
 

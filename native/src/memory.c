@@ -1,0 +1,237 @@
+/* Copies and host memory: the client picks the wire call by direction, so host bytes
+ * travel as bulk frames (docs/protocol.md) and device-to-device copies carry no data. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cudart_internal.h"
+#include "hostmem.h"
+#include "kernels.h"
+#include "orion.h"
+
+/* Resolve cudaMemcpyDefault: host ranges we know are host; otherwise ask the server. */
+static int is_device(const void *ptr)
+{
+    if (orion_hostmem_find(ptr, NULL))
+        return 0;
+    int type = 0;
+    return orionPointerType(ptr, &type) == cudaSuccess && type == cudaMemoryTypeDevice;
+}
+
+static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
+                        cudaStream_t stream, int is_async)
+{
+    if (count == 0)
+        return cudaSuccess;
+    if (!dst || !src)
+        return orion_fail(cudaErrorInvalidValue);
+    if (kind == cudaMemcpyDefault) {
+        int d = is_device(dst), s = is_device(src);
+        kind = d ? (s ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                 : (s ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+    }
+    switch (kind) {
+    case cudaMemcpyHostToHost:
+        if (!is_async)
+            cudaStreamSynchronize(stream);   /* a host copy still orders after the stream */
+        memmove(dst, src, count);
+        return cudaSuccess;
+    case cudaMemcpyHostToDevice:
+        return is_async ? orionMemcpyHtoDAsync(dst, src, count, stream)
+                        : orionMemcpyHtoD(dst, src, count, stream);
+    case cudaMemcpyDeviceToHost:
+        /* the bytes come back in the reply, so even the async form waits for them */
+        return orionMemcpyDtoH(dst, src, count, stream);
+    case cudaMemcpyDeviceToDevice:
+        return is_async ? orionMemcpyDtoDAsync(dst, src, count, stream)
+                        : orionMemcpyDtoD(dst, src, count, stream);
+    default:
+        return orion_fail(cudaErrorInvalidMemcpyDirection);
+    }
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind)
+{
+    return copy(dst, src, count, kind, 0, 0);
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
+                            cudaStream_t stream)
+{
+    return copy(dst, src, count, kind, stream, 1);
+}
+
+/* ---- symbols: __device__ / __constant__ variables registered by the program ---- */
+
+cudaError_t cudaGetSymbolAddress(void **devPtr, const void *symbol)
+{
+    size_t size;
+    if (!devPtr)
+        return orion_fail(cudaErrorInvalidValue);
+    return orion_symbol(symbol, devPtr, &size);
+}
+
+cudaError_t cudaGetSymbolSize(size_t *size, const void *symbol)
+{
+    void *address;
+    if (!size)
+        return orion_fail(cudaErrorInvalidValue);
+    return orion_symbol(symbol, &address, size);
+}
+
+static cudaError_t symbol_copy(const void *symbol, size_t count, size_t offset, void **address)
+{
+    size_t size;
+    cudaError_t err = orion_symbol(symbol, address, &size);
+    if (err != cudaSuccess)
+        return err;
+    if (offset > size || count > size - offset)
+        return orion_fail(cudaErrorInvalidValue);
+    *address = (char *)*address + offset;
+    return cudaSuccess;
+}
+
+static cudaError_t to_symbol(const void *symbol, const void *src, size_t count, size_t offset,
+                             enum cudaMemcpyKind kind, cudaStream_t stream, int is_async)
+{
+    void *address;
+    cudaError_t err = symbol_copy(symbol, count, offset, &address);
+    if (err != cudaSuccess)
+        return err;
+    if (kind != cudaMemcpyHostToDevice && kind != cudaMemcpyDeviceToDevice &&
+        kind != cudaMemcpyDefault)
+        return orion_fail(cudaErrorInvalidMemcpyDirection);
+    return copy(address, src, count, kind, stream, is_async);
+}
+
+static cudaError_t from_symbol(void *dst, const void *symbol, size_t count, size_t offset,
+                               enum cudaMemcpyKind kind, cudaStream_t stream, int is_async)
+{
+    void *address;
+    cudaError_t err = symbol_copy(symbol, count, offset, &address);
+    if (err != cudaSuccess)
+        return err;
+    if (kind != cudaMemcpyDeviceToHost && kind != cudaMemcpyDeviceToDevice &&
+        kind != cudaMemcpyDefault)
+        return orion_fail(cudaErrorInvalidMemcpyDirection);
+    return copy(dst, address, count, kind, stream, is_async);
+}
+
+cudaError_t cudaMemcpyToSymbol(const void *symbol, const void *src, size_t count, size_t offset,
+                               enum cudaMemcpyKind kind)
+{
+    return to_symbol(symbol, src, count, offset, kind, 0, 0);
+}
+
+cudaError_t cudaMemcpyToSymbolAsync(const void *symbol, const void *src, size_t count,
+                                    size_t offset, enum cudaMemcpyKind kind, cudaStream_t stream)
+{
+    return to_symbol(symbol, src, count, offset, kind, stream, 1);
+}
+
+cudaError_t cudaMemcpyFromSymbol(void *dst, const void *symbol, size_t count, size_t offset,
+                                 enum cudaMemcpyKind kind)
+{
+    return from_symbol(dst, symbol, count, offset, kind, 0, 0);
+}
+
+cudaError_t cudaMemcpyFromSymbolAsync(void *dst, const void *symbol, size_t count,
+                                      size_t offset, enum cudaMemcpyKind kind,
+                                      cudaStream_t stream)
+{
+    return from_symbol(dst, symbol, count, offset, kind, stream, 1);
+}
+
+/* ---- host memory ----
+ * Page-locked memory lives in the client process; copies from it travel like pageable
+ * ones. (The shared-memory segment that makes them zero-copy is the performance path.) */
+
+cudaError_t cudaHostAlloc(void **pHost, size_t size, unsigned int flags)
+{
+    if (!pHost)
+        return orion_fail(cudaErrorInvalidValue);
+    cudaError_t err = orion_init();
+    if (err != cudaSuccess)
+        return orion_fail(err);
+    void *p = NULL;
+    if (posix_memalign(&p, 4096, size ? size : 1) != 0)
+        return orion_fail(cudaErrorMemoryAllocation);
+    if (orion_hostmem_add(p, size, flags, 1)) {
+        free(p);
+        return orion_fail(cudaErrorMemoryAllocation);
+    }
+    *pHost = p;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **ptr, size_t size)
+{
+    return cudaHostAlloc(ptr, size, cudaHostAllocDefault);
+}
+
+cudaError_t cudaFreeHost(void *ptr)
+{
+    int owned = 0;
+    if (!ptr)
+        return cudaSuccess;
+    if (!orion_hostmem_remove(ptr, &owned) || !owned)
+        return orion_fail(cudaErrorInvalidValue);
+    free(ptr);
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostRegister(void *ptr, size_t size, unsigned int flags)
+{
+    if (!ptr || !size)
+        return orion_fail(cudaErrorInvalidValue);
+    if (orion_hostmem_find(ptr, NULL))
+        return orion_fail(cudaErrorHostMemoryAlreadyRegistered);
+    return orion_hostmem_add(ptr, size, flags, 0) ? orion_fail(cudaErrorMemoryAllocation)
+                                                  : cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *ptr)
+{
+    int owned = 0;
+    if (!orion_hostmem_remove(ptr, &owned))
+        return orion_fail(cudaErrorHostMemoryNotRegistered);
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostGetFlags(unsigned int *pFlags, void *pHost)
+{
+    if (!pFlags || !orion_hostmem_find(pHost, pFlags))
+        return orion_fail(cudaErrorInvalidValue);
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostGetDevicePointer(void **pDevice, void *pHost, unsigned int flags)
+{
+    (void)flags;
+    (void)pHost;
+    if (!pDevice)
+        return orion_fail(cudaErrorInvalidValue);
+    /* mapped host memory would need the server to see the client's pages: not across
+     * processes without the shared segment */
+    return orion_unsupported("cudaHostGetDevicePointer");
+}
+
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attributes, const void *ptr)
+{
+    if (!attributes)
+        return orion_fail(cudaErrorInvalidValue);
+    memset(attributes, 0, sizeof *attributes);
+    attributes->device = orion_current_device();
+    if (orion_hostmem_find(ptr, NULL)) {
+        attributes->type = cudaMemoryTypeHost;
+        attributes->hostPointer = (void *)ptr;
+        return cudaSuccess;
+    }
+    int type = 0;
+    cudaError_t err = orionPointerType(ptr, &type);
+    if (err != cudaSuccess)
+        return err;
+    attributes->type = (enum cudaMemoryType)type;
+    if (type == cudaMemoryTypeDevice)
+        attributes->devicePointer = (void *)ptr;
+    return cudaSuccess;
+}

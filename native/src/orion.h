@@ -1,0 +1,100 @@
+/* Internal interface of the Orion client runtime (libcudart.so.13 shim).
+ *
+ * Every CUDA call the application makes lands in a generated stub
+ * (native/generated/cudart_stubs.c) or a hand-written one (this directory). Stubs build
+ * an orion_msg, then either send it without waiting (asynchronous calls) or wait for the
+ * reply of the session that owns the current device. The layout of a message is
+ * docs/protocol.md, "Data plane".
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda_runtime_api.h>
+
+#define ORION_INTERNAL __attribute__((visibility("hidden")))
+#define ORION_ASYNC 1u
+#define ORION_MAX_BUFS 4
+#define ORION_INLINE_ARGS 256
+#define ORION_MAX_DEVICES 64
+
+typedef struct orion_session orion_session;
+
+/* One request under construction, and then its reply. Lives on the caller's stack. */
+typedef struct orion_msg {
+    orion_session *session;
+    uint8_t *args;                  /* header + packed arguments */
+    size_t len, cap;
+    const void *in_buf[ORION_MAX_BUFS];
+    size_t in_len[ORION_MAX_BUFS];
+    int n_in;
+    void *out_buf[ORION_MAX_BUFS];
+    size_t out_len[ORION_MAX_BUFS];
+    int n_out;
+    uint8_t *reply;                 /* packed out values, after the reply header */
+    size_t reply_len, reply_pos;
+    int failed;                     /* a put could not allocate: answer with an error */
+    uint8_t inline_args[ORION_INLINE_ARGS];
+} orion_msg;
+
+/* ---- messages (message.c) ---- */
+void orion_begin(orion_msg *m, uint32_t call_id, unsigned flags);
+void orion_put(orion_msg *m, const void *value, size_t size);
+void orion_put_in(orion_msg *m, const void *value, size_t size);   /* u8 present + value */
+void orion_put_str(orion_msg *m, const char *s);
+void orion_put_buf(orion_msg *m, const void *data, size_t size);   /* in_buf */
+void orion_expect_buf(orion_msg *m, void *dest, size_t size);      /* out_buf */
+cudaError_t orion_send(orion_msg *m);   /* asynchronous: no reply */
+cudaError_t orion_call(orion_msg *m);   /* synchronous: waits, fills out_bufs */
+void orion_get(orion_msg *m, void *dest, size_t size);
+cudaError_t orion_end(orion_msg *m, cudaError_t err);  /* frees, records the last error */
+
+/* ---- errors (errors.c, runtime.c) ---- */
+cudaError_t orion_fail(cudaError_t err);               /* records and returns err */
+cudaError_t orion_take_last_error(int reset);
+cudaError_t orion_unsupported(const char *name);       /* logs the name once */
+
+/* ---- runtime state (runtime.c) ---- */
+cudaError_t orion_init(void);            /* lazy, once; the init error afterwards */
+int orion_device_count(void);
+int orion_current_device(void);
+void orion_set_current_device(int device);
+/* The session serving `device` and the device's number inside that session. */
+orion_session *orion_session_of(int device, uint16_t *remote_index);
+const struct orion_device_snapshot *orion_snapshot(int device);
+
+/* ---- transport (transport.c) ---- */
+orion_session *orion_session_open(const char *worker_address);
+void orion_session_close(orion_session *s);
+void *orion_zmq_context(void);
+cudaError_t orion_session_send(orion_session *s, orion_msg *m);
+cudaError_t orion_session_call(orion_session *s, orion_msg *m);
+
+/* ---- logging (log.c) ---- */
+void orion_log_open(void);
+void orion_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define ORION_INFO(...) orion_log("INFO", __VA_ARGS__)
+#define ORION_WARN(...) orion_log("WARN", __VA_ARGS__)
+#define ORION_ERROR(...) orion_log("ERROR", __VA_ARGS__)
+
+/* Mirror of orion_server/backend.py SNAPSHOT layout: one device's answers to local
+ * queries (properties, attributes), taken once when the session opens. */
+#define ORION_SNAPSHOT_ATTRS 256
+struct orion_device_snapshot {
+    uint32_t version;
+    uint32_t attr_count;
+    char name[256];
+    uint8_t uuid[16];
+    uint64_t total_mem;
+    int32_t attrs[ORION_SNAPSHOT_ATTRS];
+};
+_Static_assert(sizeof(struct orion_device_snapshot) == 1312, "must match backend.py");
+
+/* Bytes of a cudaMemPoolAttr value: the memory amounts are 64-bit, the flags int. */
+static inline size_t orion_mempool_attr_size(enum cudaMemPoolAttr attr)
+{
+    return attr >= cudaMemPoolAttrReleaseThreshold ? sizeof(uint64_t) : sizeof(int);
+}
+
+/* Transport failure: the server or the worker is gone. One documented code. */
+#define ORION_TRANSPORT_ERROR cudaErrorDevicesUnavailable

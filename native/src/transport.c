@@ -1,0 +1,232 @@
+/* The ZeroMQ call channel of one session: a DEALER socket to the client's worker.
+ *
+ * One lock per session keeps calls in program order whichever thread makes them: an
+ * asynchronous call is sent under it, a synchronous call holds it until its reply is in.
+ * A socket monitor tells when the worker has gone, so no call waits for a dead peer.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "orion.h"
+
+#define HEADER_SIZE 24
+#define CONNECT_TIMEOUT_MS 5000
+#define POLL_MS 1000
+
+struct orion_session {
+    void *sock;
+    void *monitor;
+    pthread_mutex_t lock;
+    uint64_t seq;
+    int connected;      /* the worker accepted us at least once */
+    int dead;           /* the worker disconnected: every call fails from now on */
+    char address[256];
+    uint64_t unmatched; /* replies whose seq matched no waiting call (logged) */
+};
+
+static void *context;
+static pthread_once_t context_once = PTHREAD_ONCE_INIT;
+
+static void create_context(void)
+{
+    context = zmq_ctx_new();
+}
+
+void *orion_zmq_context(void)
+{
+    pthread_once(&context_once, create_context);
+    return context;
+}
+
+orion_session *orion_session_open(const char *worker_address)
+{
+    static int counter;
+    orion_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    pthread_mutex_init(&s->lock, NULL);
+    snprintf(s->address, sizeof s->address, "%s", worker_address);
+    s->sock = zmq_socket(orion_zmq_context(), ZMQ_DEALER);
+    int linger = 0, no_reconnect = -1, hb_ivl = 1000, hb_timeout = 5000;
+    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
+    /* a new worker would not have this session's state: never reconnect */
+    zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL, &no_reconnect, sizeof no_reconnect);
+    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl);
+    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://orion-monitor-%d", __sync_fetch_and_add(&counter, 1));
+    zmq_socket_monitor(s->sock, mon, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
+    s->monitor = zmq_socket(orion_zmq_context(), ZMQ_PAIR);
+    zmq_connect(s->monitor, mon);
+    if (zmq_connect(s->sock, worker_address) != 0) {
+        ORION_ERROR("cannot connect to worker %s: %s", worker_address, zmq_strerror(zmq_errno()));
+        orion_session_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void orion_session_close(orion_session *s)
+{
+    if (!s)
+        return;
+    zmq_socket_monitor(s->sock, NULL, 0);
+    zmq_close(s->monitor);
+    zmq_close(s->sock);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+/* Read pending monitor events; called with the lock held. */
+static void drain_monitor(orion_session *s)
+{
+    for (;;) {
+        zmq_msg_t event, endpoint;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, s->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&event) >= 2)
+            memcpy(&id, zmq_msg_data(&event), 2);
+        zmq_msg_close(&event);
+        zmq_msg_init(&endpoint);
+        zmq_msg_recv(&endpoint, s->monitor, 0);
+        zmq_msg_close(&endpoint);
+        if (id == ZMQ_EVENT_CONNECTED)
+            s->connected = 1;
+        else if (id == ZMQ_EVENT_DISCONNECTED && !s->dead) {
+            s->dead = 1;
+            ORION_ERROR("worker %s disconnected: the session is lost", s->address);
+        }
+    }
+}
+
+static cudaError_t send_locked(orion_session *s, orion_msg *m)
+{
+    drain_monitor(s);
+    if (s->dead)
+        return ORION_TRANSPORT_ERROR;
+    uint64_t seq = ++s->seq;
+    memcpy(m->args + 16, &seq, sizeof seq);
+    int more = m->n_in ? ZMQ_SNDMORE : 0;
+    if (zmq_send(s->sock, m->args, m->len, more) < 0)
+        return ORION_TRANSPORT_ERROR;
+    for (int i = 0; i < m->n_in; i++) {
+        int flags = i + 1 < m->n_in ? ZMQ_SNDMORE : 0;
+        if (zmq_send(s->sock, m->in_len[i] ? m->in_buf[i] : "", m->in_len[i], flags) < 0)
+            return ORION_TRANSPORT_ERROR;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t orion_session_send(orion_session *s, orion_msg *m)
+{
+    pthread_mutex_lock(&s->lock);
+    cudaError_t err = send_locked(s, m);
+    pthread_mutex_unlock(&s->lock);
+    return err;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* Skip the rest of a multipart message (a reply we cannot use). */
+static void discard_rest(void *sock)
+{
+    int more = 1;
+    size_t sz = sizeof more;
+    while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        zmq_msg_recv(&part, sock, 0);
+        zmq_msg_close(&part);
+    }
+}
+
+/* Receive one reply; 1 when it answered `seq` (status in *err), 0 for a stray one. */
+static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError_t *err)
+{
+    zmq_msg_t head;
+    zmq_msg_init(&head);
+    if (zmq_msg_recv(&head, s->sock, 0) < 0) {
+        zmq_msg_close(&head);
+        *err = ORION_TRANSPORT_ERROR;
+        return 1;
+    }
+    const uint8_t *data = zmq_msg_data(&head);
+    size_t size = zmq_msg_size(&head);
+    uint32_t status = 0;
+    uint64_t reply_seq = 0;
+    if (size >= HEADER_SIZE) {
+        memcpy(&status, data + 8, 4);
+        memcpy(&reply_seq, data + 16, 8);
+    }
+    if (size < HEADER_SIZE || reply_seq != seq) {
+        s->unmatched++;
+        ORION_WARN("dropped a reply for call %llu while waiting for %llu (%llu so far)",
+                   (unsigned long long)reply_seq, (unsigned long long)seq,
+                   (unsigned long long)s->unmatched);
+        zmq_msg_close(&head);
+        discard_rest(s->sock);
+        return 0;
+    }
+    m->reply_len = size - HEADER_SIZE;
+    m->reply = m->reply_len ? malloc(m->reply_len) : NULL;
+    if (m->reply)
+        memcpy(m->reply, data + HEADER_SIZE, m->reply_len);
+    zmq_msg_close(&head);
+    *err = (cudaError_t)status;
+    /* out_buf frames go straight into the caller's memory: one copy, no staging */
+    for (int i = 0; status == 0 && i < m->n_out; i++) {
+        int more = 0;
+        size_t sz = sizeof more;
+        zmq_getsockopt(s->sock, ZMQ_RCVMORE, &more, &sz);
+        int n = more ? zmq_recv(s->sock, m->out_buf[i], m->out_len[i], 0) : -1;
+        if (n < 0 || (size_t)n != m->out_len[i]) {
+            ORION_ERROR("reply buffer %d: got %d bytes, expected %zu", i, n, m->out_len[i]);
+            *err = ORION_TRANSPORT_ERROR;
+            break;
+        }
+    }
+    discard_rest(s->sock);
+    return 1;
+}
+
+cudaError_t orion_session_call(orion_session *s, orion_msg *m)
+{
+    pthread_mutex_lock(&s->lock);
+    cudaError_t err = send_locked(s, m);
+    uint64_t seq = s->seq;
+    long long started = now_ms();
+    while (err == cudaSuccess) {
+        zmq_pollitem_t items[] = {{s->sock, 0, ZMQ_POLLIN, 0}, {s->monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, POLL_MS) < 0 && zmq_errno() != EINTR) {
+            err = ORION_TRANSPORT_ERROR;
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            if (receive_reply(s, m, seq, &err))
+                break;
+            continue;
+        }
+        drain_monitor(s);
+        if (s->dead || (!s->connected && now_ms() - started > CONNECT_TIMEOUT_MS)) {
+            if (!s->dead)
+                ORION_ERROR("worker %s did not accept the connection", s->address);
+            s->dead = 1;
+            err = ORION_TRANSPORT_ERROR;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return err;
+}
