@@ -1,0 +1,459 @@
+"""The GPU backend: replays a session's calls on real GPUs through cuda-python.
+
+Most runtime calls are replayed 1:1 with `cuda.bindings.runtime` (it shares the
+primary context with the driver API); modules, kernels and launches go through
+`cuda.bindings.driver`. Everything the client names (device pointers, streams, events,
+graphs, pools, kernels) is checked against what this session created before it reaches
+the driver, so a bogus or foreign handle gets an error, never another session's memory
+and never a crashed worker. The vGPU's memory size is enforced in one place
+(`_reserve`), before the real allocation.
+"""
+from __future__ import annotations
+
+import bisect
+import ctypes
+import struct
+
+import numpy as np
+from cuda.bindings import driver as drv
+from cuda.bindings import runtime as rt
+
+from .. import backend as B
+from ..generated.cudart_table import CALLS
+
+_SPECIAL_STREAMS = (0, 1, 2)       # legacy default, cudaStreamLegacy, cudaStreamPerThread
+_DIM3 = struct.Struct("<III")
+_FUNC_ATTRS = struct.Struct("<QQQ13i16i")
+_MAX_ATTR = 148
+
+
+def _status(err) -> int:
+    return int(err)
+
+
+class CudaBackend(B.Backend):
+    def __init__(self, vgpus: list[B.VGpu]):
+        super().__init__(vgpus)
+        (err,) = drv.cuInit(0)
+        if err:
+            raise RuntimeError(f"cuInit failed: {err}")
+        self.used = [0] * len(vgpus)                 # bytes allocated per vGPU
+        self.allocations: dict[int, tuple[int, int]] = {}   # ptr -> (size, vGPU)
+        self.starts: list[int] = []                  # sorted allocation starts
+        self.globals: dict[int, int] = {}            # module variables: ptr -> size
+        self.streams: set[int] = set()
+        self.events: set[int] = set()
+        self.handles: dict[str, set[int]] = {"graph": set(), "exec": set(), "pool": set(),
+                                             "node": set()}
+        self.images: dict[int, bytes] = {}           # module hash -> fat binary
+        self.modules: dict[tuple[int, int], object] = {}   # (hash, gpu) -> CUmodule
+        self.functions: dict[int, object] = {}       # handle -> CUfunction
+        self._activate()
+
+    # ---- device selection ----
+    def _activate(self) -> None:
+        (err,) = rt.cudaSetDevice(self.vgpus[self.device].gpu_index)
+        if err:
+            raise B.CudaError(int(err), "cannot make the GPU current")
+
+    def set_device(self, index: int) -> None:
+        super().set_device(index)
+        self._activate()
+
+    # ---- memory accounting and pointer checks ----
+    def _reserve(self, size: int) -> None:
+        limit = self.vgpus[self.device].memory_bytes
+        if self.used[self.device] + size > limit:
+            raise B.CudaError(B.cudaErrorMemoryAllocation,
+                              f"vGPU {self.device}: {size} bytes past its {limit >> 20} MiB")
+
+    def _record(self, ptr: int, size: int) -> None:
+        self.allocations[ptr] = (size, self.device)
+        bisect.insort(self.starts, ptr)
+        self.used[self.device] += size
+
+    def _forget(self, ptr: int) -> None:
+        size, vgpu = self.allocations.pop(ptr)
+        self.starts.remove(ptr)
+        self.used[vgpu] -= size
+
+    def _check_range(self, ptr: int, size: int) -> None:
+        """ptr..ptr+size must lie inside one allocation or module variable of ours."""
+        i = bisect.bisect_right(self.starts, ptr) - 1
+        if i >= 0:
+            base = self.starts[i]
+            if ptr + size <= base + self.allocations[base][0]:
+                return
+        for base, length in self.globals.items():
+            if base <= ptr and ptr + size <= base + length:
+                return
+        raise B.CudaError(B.cudaErrorInvalidValue, f"0x{ptr:x}+{size} is not this session's")
+
+    def _check_stream(self, stream: int) -> None:
+        if stream not in _SPECIAL_STREAMS and stream not in self.streams:
+            raise B.CudaError(B.cudaErrorInvalidResourceHandle, f"unknown stream 0x{stream:x}")
+
+    def _check_event(self, event: int) -> None:
+        if event not in self.events:
+            raise B.CudaError(B.cudaErrorInvalidResourceHandle, f"unknown event 0x{event:x}")
+
+    def _check(self, kind: str, handle: int) -> None:
+        if handle not in self.handles[kind]:
+            raise B.CudaError(B.cudaErrorInvalidResourceHandle, f"unknown {kind} 0x{handle:x}")
+
+    # ---- snapshot ----
+    def orionDeviceSnapshot(self, device: int, size: int):
+        if size != B.SNAPSHOT_SIZE or not 0 <= device < len(self.vgpus):
+            return (B.cudaErrorInvalidValue,)
+        v = self.vgpus[device]
+        err, dev = drv.cuDeviceGet(v.gpu_index)
+        err, name = drv.cuDeviceGetName(256, dev)
+        err, uuid = drv.cuDeviceGetUuid(dev)
+        attrs = {}
+        for attr in range(1, _MAX_ATTR):
+            err, value = rt.cudaDeviceGetAttribute(attr, v.gpu_index) if _valid_attr(attr) \
+                else (1, 0)
+            if not err:
+                attrs[attr] = value
+        name = name.split(b"\0")[0].decode()
+        return (0, B.pack_snapshot(name, bytes(uuid.bytes), v.memory_bytes, attrs))
+
+    # ---- memory ----
+    def cudaMalloc(self, size: int):
+        self._reserve(size)
+        err, ptr = rt.cudaMalloc(size)
+        if err:
+            return (_status(err),)
+        self._record(int(ptr), size)
+        return (0, int(ptr))
+
+    def cudaMallocPitch(self, width: int, height: int):
+        err, ptr, pitch = rt.cudaMallocPitch(width, height)
+        if err:
+            return (_status(err),)
+        try:
+            self._reserve(pitch * height)
+        except B.CudaError:
+            rt.cudaFree(ptr)
+            raise
+        self._record(int(ptr), pitch * height)
+        return (0, int(ptr), pitch)
+
+    def cudaFree(self, ptr: int):
+        if ptr == 0:
+            return (0,)
+        if ptr not in self.allocations:
+            return (B.cudaErrorInvalidValue,)
+        (err,) = rt.cudaFree(ptr)
+        if not err:
+            self._forget(ptr)
+        return (_status(err),)
+
+    def cudaMallocAsync(self, size: int, stream: int):
+        self._check_stream(stream)
+        self._reserve(size)
+        err, ptr = rt.cudaMallocAsync(size, stream)
+        if err:
+            return (_status(err),)
+        self._record(int(ptr), size)
+        return (0, int(ptr))
+
+    def cudaFreeAsync(self, ptr: int, stream: int):
+        self._check_stream(stream)
+        if ptr not in self.allocations:
+            return (B.cudaErrorInvalidValue,)
+        (err,) = rt.cudaFreeAsync(ptr, stream)
+        if not err:
+            self._forget(ptr)
+        return (_status(err),)
+
+    def cudaMemGetInfo(self):
+        err, free, total = rt.cudaMemGetInfo()
+        if err:
+            return (_status(err),)
+        limit = self.vgpus[self.device].memory_bytes
+        return (0, min(free, limit - self.used[self.device]), limit)
+
+    def cudaMemset(self, ptr: int, value: int, count: int):
+        self._check_range(ptr, count)
+        return (_status(rt.cudaMemset(ptr, value, count)[0]),)
+
+    def cudaMemsetAsync(self, ptr: int, value: int, count: int, stream: int):
+        self._check_range(ptr, count)
+        self._check_stream(stream)
+        return (_status(rt.cudaMemsetAsync(ptr, value, count, stream)[0]),)
+
+    def cudaMemset2D(self, ptr: int, pitch: int, value: int, width: int, height: int):
+        self._check_range(ptr, pitch * max(height - 1, 0) + width)
+        return (_status(rt.cudaMemset2D(ptr, pitch, value, width, height)[0]),)
+
+    def cudaMemset2DAsync(self, ptr, pitch, value, width, height, stream):
+        self._check_range(ptr, pitch * max(height - 1, 0) + width)
+        self._check_stream(stream)
+        return (_status(rt.cudaMemset2DAsync(ptr, pitch, value, width, height, stream)[0]),)
+
+    def orionPointerType(self, ptr: int):
+        try:
+            self._check_range(ptr, 1)
+            return (0, rt.cudaMemoryType.cudaMemoryTypeDevice.value)
+        except B.CudaError:
+            return (0, 0)
+
+    def _copy(self, dst: int, src: int, count: int, kind, stream: int, sync: bool):
+        self._check_stream(stream)
+        if sync:
+            (err,) = rt.cudaMemcpyAsync(dst, src, count, kind, stream)
+            if not err:
+                (err,) = rt.cudaStreamSynchronize(stream)
+        else:
+            (err,) = rt.cudaMemcpyAsync(dst, src, count, kind, stream)
+        return _status(err)
+
+    def orionMemcpyHtoD(self, dst: int, src, count: int, stream: int, sync: bool = True):
+        self._check_range(dst, count)
+        host = np.frombuffer(src, dtype=np.uint8)
+        # The frame is freed when the handler returns; a pageable-source copy has
+        # consumed it by then (CUDA stages pageable memory before returning).
+        return (self._copy(dst, host.ctypes.data, count,
+                           rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream, sync),)
+
+    def orionMemcpyHtoDAsync(self, dst: int, src, count: int, stream: int):
+        return self.orionMemcpyHtoD(dst, src, count, stream, sync=False)
+
+    def orionMemcpyDtoH(self, count: int, src: int, _count: int, stream: int):
+        self._check_range(src, count)
+        out = bytearray(count)
+        host = np.frombuffer(out, dtype=np.uint8)
+        err = self._copy(host.ctypes.data, src, count, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                         stream, True)
+        return (err,) if err else (0, out)
+
+    def orionMemcpyDtoD(self, dst: int, src: int, count: int, stream: int, sync: bool = True):
+        self._check_range(dst, count)
+        self._check_range(src, count)
+        return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream,
+                           sync),)
+
+    def orionMemcpyDtoDAsync(self, dst: int, src: int, count: int, stream: int):
+        return self.orionMemcpyDtoD(dst, src, count, stream, sync=False)
+
+    def cudaMemcpyPeer(self, dst: int, dst_device: int, src: int, src_device: int, count: int):
+        self._check_range(dst, count)
+        self._check_range(src, count)
+        return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDefault, 0, True),)
+
+    def cudaMemcpyPeerAsync(self, dst, dst_device, src, src_device, count, stream):
+        self._check_range(dst, count)
+        self._check_range(src, count)
+        return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDefault, stream, False),)
+
+    # ---- streams and events ----
+    def _new_stream(self, result):
+        err, stream = result
+        if err:
+            return (_status(err),)
+        self.streams.add(int(stream))
+        return (0, int(stream))
+
+    def cudaStreamCreate(self):
+        return self._new_stream(rt.cudaStreamCreate())
+
+    def cudaStreamCreateWithFlags(self, flags: int):
+        return self._new_stream(rt.cudaStreamCreateWithFlags(flags))
+
+    def cudaStreamCreateWithPriority(self, flags: int, priority: int):
+        return self._new_stream(rt.cudaStreamCreateWithPriority(flags, priority))
+
+    def cudaStreamDestroy(self, stream: int):
+        if stream not in self.streams:
+            return (B.cudaErrorInvalidResourceHandle,)
+        self.streams.discard(stream)
+        return (_status(rt.cudaStreamDestroy(stream)[0]),)
+
+    def _new_event(self, result):
+        err, event = result
+        if err:
+            return (_status(err),)
+        self.events.add(int(event))
+        return (0, int(event))
+
+    def cudaEventCreate(self):
+        return self._new_event(rt.cudaEventCreate())
+
+    def cudaEventCreateWithFlags(self, flags: int):
+        return self._new_event(rt.cudaEventCreateWithFlags(flags))
+
+    def cudaEventDestroy(self, event: int):
+        self._check_event(event)
+        self.events.discard(event)
+        return (_status(rt.cudaEventDestroy(event)[0]),)
+
+    def cudaEventElapsedTime(self, start: int, end: int):
+        self._check_event(start)
+        self._check_event(end)
+        err, ms = rt.cudaEventElapsedTime(start, end)
+        return (_status(err),) if err else (0, ms)
+
+    # ---- modules and kernels ----
+    def orionModuleLoad(self, module: int, image, size: int):
+        self.images.setdefault(module, bytes(image))
+        return (_status(self._module(module)[0]),)
+
+    def _module(self, module: int):
+        key = (module, self.vgpus[self.device].gpu_index)
+        if key in self.modules:
+            return 0, self.modules[key]
+        if module not in self.images:
+            return B.cudaErrorInvalidResourceHandle, None
+        err, mod = drv.cuModuleLoadData(self.images[module])
+        if err:
+            return _status(err), None
+        self.modules[key] = mod
+        return 0, mod
+
+    def orionFunctionInfo(self, module: int, name: str, size: int):
+        err, mod = self._module(module)
+        if err:
+            return (err,)
+        err, func = drv.cuModuleGetFunction(mod, name.encode())
+        if err:
+            return (B.cudaErrorInvalidDeviceFunction,)
+        params = []
+        while True:
+            err, offset, psize = drv.cuFuncGetParamInfo(func, len(params))
+            if err:
+                break
+            params.append((offset, psize))
+        info = struct.pack("<QI", int(func), len(params)) + b"".join(
+            struct.pack("<II", o, s) for o, s in params)
+        if len(info) > size:
+            return (B.cudaErrorInvalidValue,)
+        self.functions[int(func)] = (func, np.array([o for o, _ in params], dtype=np.uint64))
+        return (0, info.ljust(size, b"\0"))
+
+    def orionVarInfo(self, module: int, name: str):
+        err, mod = self._module(module)
+        if err:
+            return (err,)
+        err, ptr, size = drv.cuModuleGetGlobal(mod, name.encode())
+        if err:
+            return (13,)   # cudaErrorInvalidSymbol
+        self.globals[int(ptr)] = size
+        return (0, int(ptr), size)
+
+    def orionLaunchKernel(self, function: int, grid: bytes, block: bytes, shared: int,
+                          stream: int, flags: int, args, size: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        self._check_stream(stream)
+        func, offsets = entry
+        buf = np.frombuffer(args, dtype=np.uint8)
+        pointers = offsets + np.uint64(buf.ctypes.data) if len(offsets) else offsets
+        params = pointers.ctypes.data if len(offsets) else 0
+        gx, gy, gz = _DIM3.unpack(grid)
+        bx, by, bz = _DIM3.unpack(block)
+        launch = drv.cuLaunchCooperativeKernel if flags & 1 else drv.cuLaunchKernel
+        if flags & 1:
+            (err,) = launch(func, gx, gy, gz, bx, by, bz, shared, stream, params)
+        else:
+            (err,) = launch(func, gx, gy, gz, bx, by, bz, shared, stream, params, 0)
+        return (_status(err),)
+
+    def orionFuncGetAttributes(self, function: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        err, attrs = rt.cudaFuncGetAttributes(entry[0])
+        if err:
+            return (_status(err),)
+        return (0, ctypes.string_at(attrs.getPtr(), _FUNC_ATTRS.size))
+
+    def orionFuncSetAttribute(self, function: int, attr: int, value: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        return (_status(drv.cuFuncSetAttribute(entry[0], drv.CUfunction_attribute(attr),
+                                               value)[0]),)
+
+    def orionFuncSetCacheConfig(self, function: int, config: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        return (_status(drv.cuFuncSetCacheConfig(entry[0], drv.CUfunc_cache(config))[0]),)
+
+    def orionOccupancy(self, function: int, block: int, smem: int, flags: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        err, n = drv.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(entry[0], block,
+                                                                          smem, flags)
+        return (_status(err),) if err else (0, n)
+
+    def orionOccupancyAvailableSMem(self, function: int, blocks: int, block: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        err, n = drv.cuOccupancyAvailableDynamicSMemPerBlock(entry[0], blocks, block)
+        return (_status(err),) if err else (0, n)
+
+    # ---- teardown ----
+    def cudaDeviceReset(self):
+        return (0,)   # the session's resources are freed when it ends (close)
+
+    def close(self) -> None:
+        for ptr in list(self.allocations):
+            rt.cudaFree(ptr)
+        for stream in self.streams:
+            rt.cudaStreamDestroy(stream)
+        for event in self.events:
+            rt.cudaEventDestroy(event)
+        for mod in self.modules.values():
+            drv.cuModuleUnload(mod)
+        self.allocations.clear()
+        rt.cudaDeviceSynchronize()
+
+
+def _valid_attr(attr: int) -> bool:
+    try:
+        rt.cudaDeviceAttr(attr)
+        return True
+    except ValueError:
+        return False
+
+
+# Calls whose arguments are all plain values or handles this session created: replayed
+# by name, with handle outputs turned into the integers the client holds.
+_CHECKED = {"stream": "_check_stream", "hStream": "_check_stream", "event": "_check_event"}
+
+
+def _forwarder(name: str):
+    call = next(c for c in CALLS.values() if c.name == name)
+    real = getattr(rt, name)
+    inputs = [p for p in call.params if p.kind != "out"]
+
+    def handler(self, *args):
+        for p, value in zip(inputs, args):
+            check = _CHECKED.get(p.name)
+            if check:
+                getattr(self, check)(value)
+        err, *outs = real(*args)
+        if err:
+            return (_status(err),)
+        return (0, *(int(o) if not isinstance(o, (float, bytes, bytearray)) else o
+                     for o in outs))
+    handler.__name__ = name
+    return handler
+
+
+for _name in ("cudaDeviceSynchronize", "cudaDeviceSetLimit", "cudaDeviceGetLimit",
+              "cudaDeviceGetCacheConfig", "cudaDeviceSetCacheConfig",
+              "cudaDeviceGetStreamPriorityRange", "cudaDeviceCanAccessPeer",
+              "cudaDeviceEnablePeerAccess", "cudaDeviceDisablePeerAccess",
+              "cudaDeviceGetP2PAttribute", "cudaCtxResetPersistingL2Cache",
+              "cudaStreamGetPriority", "cudaStreamGetFlags", "cudaStreamGetId",
+              "cudaStreamGetDevice", "cudaStreamQuery", "cudaStreamSynchronize",
+              "cudaStreamWaitEvent", "cudaStreamIsCapturing",
+              "cudaEventRecord", "cudaEventRecordWithFlags", "cudaEventQuery",
+              "cudaEventSynchronize", "cudaProfilerStart", "cudaProfilerStop"):
+    setattr(CudaBackend, _name, _forwarder(_name))
