@@ -1,0 +1,20 @@
+"""Builds the native client shims into the package before it is collected, and marks
+the wheel as platform-specific (it carries compiled libraries)."""
+from setuptools import setup
+from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
+
+
+class BuildWithShims(build_py):
+    def run(self):
+        from orion_client.native_build import build
+        build()
+        super().run()
+
+
+class BinaryDistribution(Distribution):
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass={"build_py": BuildWithShims}, distclass=BinaryDistribution)

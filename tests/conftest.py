@@ -1,0 +1,53 @@
+"""Shared fixtures: the compiled shim, the test programs, and a local pool on the
+host-memory backend (CI's stand-in for a GPU server; launches are recorded, not run)."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+_BUILD_PY = ROOT / "tests" / "programs" / "build.py"
+_spec = importlib.util.spec_from_file_location("orion_test_programs", _BUILD_PY)
+programs = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = programs
+_spec.loader.exec_module(programs)
+
+
+@pytest.fixture(scope="session")
+def shim_dir() -> Path:
+    """libcudart.so.13 built from the current sources (once per test session)."""
+    from orion_client.native_build import build
+    return build().parent
+
+
+@pytest.fixture(scope="session")
+def program_dir(tmp_path_factory) -> Path:
+    if not programs.available():
+        pytest.skip("nvcc not found")
+    return tmp_path_factory.mktemp("programs")
+
+
+@pytest.fixture
+def host_pool(tmp_path, shim_dir):
+    """Controller + oriond (host backend, 2 simulated GPUs) for one test."""
+    from orion_client.local_pool import LocalPool
+    launch_log = tmp_path / "launches.jsonl"
+    with LocalPool(backend="host", host_devices=2, log_dir=tmp_path / "logs",
+                   extra_env={"ORION_HOST_LAUNCH_LOG": str(launch_log)}) as pool:
+        pool.launch_log = launch_log
+        yield pool
+
+
+def shim_env(pool, shim_dir: Path, home: Path, **extra) -> dict:
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORION_")}
+    env.update({"LD_LIBRARY_PATH": str(shim_dir), "ORION_CONTROLLER": pool.controller,
+                "ORION_TEST_HOST_BACKEND": "1", "HOME": str(home)})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
