@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     env = shim_environment(os.environ, args.vgpu, args.gmem, args.ratio)
     if controller_configured(os.environ):
         return subprocess.call(args.program, env=env)
-    with LocalPool(backend=args.backend, host_devices=args.host_devices) as pool:
+    with LocalPool(backend=args.backend, host_devices=args.host_devices,
+                   log_dir=args.log_dir) as pool:
         env["ORION_CONTROLLER"] = pool.controller
         return subprocess.call(args.program, env=env)
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="backend of the all-in-one server; host = test backend, no GPU")
     r.add_argument("--host-devices", type=positive, default=1,
                    help="simulated GPUs of the host backend")
+    r.add_argument("--log-dir", type=Path,
+                   help="logs of the all-in-one controller and server (default: a temp dir)")
     r.add_argument("program", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.program and args.program[0] == "--":
