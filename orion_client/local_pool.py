@@ -38,6 +38,7 @@ class LocalPool:
                  log_dir: Path | None = None, extra_env: dict | None = None):
         self.backend, self.host_devices, self.vgpu_count = backend, host_devices, vgpu_count
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="orion-pool-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.extra_env = extra_env or {}
         self.controller = f"127.0.0.1:{free_port()}"
         self.server_port = free_port()
