@@ -6,6 +6,8 @@
  * same file may carry settings for other tools. */
 #include <ctype.h>
 #include <errno.h>
+#include <pwd.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +126,10 @@ int orion_config_load(orion_config *cfg)
     cfg->vgpu = (int)vgpu;
     cfg->gmem_mib = gmem;
     cfg->ratio = (int)ratio;
+    /* the identity quotas are kept for: ORION_CLIENT_ID, else the login name */
     const char *id = getenv("ORION_CLIENT_ID");
-    snprintf(cfg->client_id, sizeof cfg->client_id, "%s", id ? id : "");
+    struct passwd *user = id && *id ? NULL : getpwuid(getuid());
+    snprintf(cfg->client_id, sizeof cfg->client_id, "%s",
+             id && *id ? id : user ? user->pw_name : "unknown");
     return 0;
 }
