@@ -102,8 +102,8 @@ class CudaBackend(B.Backend):
             raise B.CudaError(B.cudaErrorInvalidResourceHandle, f"unknown {kind} 0x{handle:x}")
 
     # ---- snapshot ----
-    def orionDeviceSnapshot(self, device: int, size: int):
-        if size != B.SNAPSHOT_SIZE or not 0 <= device < len(self.vgpus):
+    def orionDeviceSnapshot(self, device: int, length: int, size: int):
+        if length != B.SNAPSHOT_SIZE or not 0 <= device < len(self.vgpus):
             return (B.cudaErrorInvalidValue,)
         v = self.vgpus[device]
         err, dev = drv.cuDeviceGet(v.gpu_index)
@@ -311,7 +311,7 @@ class CudaBackend(B.Backend):
         self.modules[key] = mod
         return 0, mod
 
-    def orionFunctionInfo(self, module: int, name: str, size: int):
+    def orionFunctionInfo(self, module: int, name: str, size: int, _size: int):
         err, mod = self._module(module)
         if err:
             return (err,)
