@@ -25,6 +25,33 @@ _SPECIAL_STREAMS = (0, 1, 2)       # legacy default, cudaStreamLegacy, cudaStrea
 _DIM3 = struct.Struct("<III")
 _FUNC_ATTRS = struct.Struct("<QQQ13i16i")
 _MAX_ATTR = 148
+_A = drv.CUfunction_attribute
+# cudaFuncAttributes field order, each from the driver's attribute of the same meaning
+_FUNC_ATTR_ORDER = (
+    _A.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, _A.CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES,
+    _A.CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, _A.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+    _A.CU_FUNC_ATTRIBUTE_NUM_REGS, _A.CU_FUNC_ATTRIBUTE_PTX_VERSION,
+    _A.CU_FUNC_ATTRIBUTE_BINARY_VERSION, _A.CU_FUNC_ATTRIBUTE_CACHE_MODE_CA,
+    _A.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+    _A.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+    _A.CU_FUNC_ATTRIBUTE_CLUSTER_SIZE_MUST_BE_SET, _A.CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH,
+    _A.CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT, _A.CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH,
+    _A.CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE,
+    _A.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED)
+_PITCHED = struct.Struct("<QQQQ")   # cudaPitchedPtr: ptr, pitch, xsize, ysize
+_EXTENT = struct.Struct("<QQQ")     # cudaExtent: width, height, depth
+_CHANNEL = struct.Struct("<iiiii")  # cudaChannelFormatDesc: x, y, z, w, kind
+
+
+def _from_bytes(cls, raw: bytes):
+    """A cuda-python struct holding exactly these C bytes (it wraps the C struct)."""
+    obj = cls()
+    ctypes.memmove(obj.getPtr(), raw, len(raw))
+    return obj
+
+
+def _to_bytes(obj, size: int) -> bytes:
+    return ctypes.string_at(obj.getPtr(), size)
 
 
 def _status(err) -> int:
@@ -43,8 +70,9 @@ class CudaBackend(B.Backend):
         self.globals: dict[int, int] = {}            # module variables: ptr -> size
         self.streams: set[int] = set()
         self.events: set[int] = set()
-        self.handles: dict[str, set[int]] = {"graph": set(), "exec": set(), "pool": set(),
-                                             "node": set()}
+        self.handles: dict[str, set[int]] = {k: set() for k in (
+            "graph", "exec", "pool", "node", "texture", "surface")}
+        self.arrays: dict[int, tuple[int, int]] = {}  # cudaArray -> (bytes, vGPU)
         self.images: dict[int, bytes] = {}           # module hash -> fat binary
         self.modules: dict[tuple[int, int], object] = {}   # (hash, gpu) -> CUmodule
         self.functions: dict[int, object] = {}       # handle -> CUfunction
@@ -247,6 +275,204 @@ class CudaBackend(B.Backend):
         self._check_range(src, count)
         return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDefault, stream, False),)
 
+    def _memcpy2d(self, dst, dpitch, src, spitch, width, height, kind, stream, sync):
+        self._check_stream(stream)
+        (err,) = rt.cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, stream)
+        if not err and sync:
+            (err,) = rt.cudaStreamSynchronize(stream)
+        return _status(err)
+
+    def _check_2d(self, ptr: int, pitch: int, width: int, height: int) -> None:
+        if width > pitch:
+            raise B.CudaError(12, "width larger than pitch")   # cudaErrorInvalidPitchValue
+        self._check_range(ptr, pitch * (height - 1) + width)
+
+    def orionMemcpy2DHtoD(self, dst, dpitch, src, width, height, stream, sync=True):
+        self._check_2d(dst, dpitch, width, height)
+        host = np.frombuffer(src, dtype=np.uint8).ctypes.data
+        return (self._memcpy2d(dst, dpitch, host, width, width, height,
+                               rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream, sync),)
+
+    def orionMemcpy2DHtoDAsync(self, dst, dpitch, src, width, height, stream):
+        return self.orionMemcpy2DHtoD(dst, dpitch, src, width, height, stream, sync=False)
+
+    def orionMemcpy2DDtoH(self, length, src, spitch, width, height, stream):
+        self._check_2d(src, spitch, width, height)
+        out = bytearray(length)
+        host = np.frombuffer(out, dtype=np.uint8).ctypes.data
+        err = self._memcpy2d(host, width, src, spitch, width, height,
+                             rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream, True)
+        return (err,) if err else (0, out)
+
+    def orionMemcpy2DDtoD(self, dst, dpitch, src, spitch, width, height, stream, sync=True):
+        self._check_2d(dst, dpitch, width, height)
+        self._check_2d(src, spitch, width, height)
+        return (self._memcpy2d(dst, dpitch, src, spitch, width, height,
+                               rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream, sync),)
+
+    def orionMemcpy2DDtoDAsync(self, dst, dpitch, src, spitch, width, height, stream):
+        return self.orionMemcpy2DDtoD(dst, dpitch, src, spitch, width, height, stream, False)
+
+    # ---- arrays ----
+    def _check_array(self, array: int) -> None:
+        if array not in self.arrays:
+            raise B.CudaError(B.cudaErrorInvalidResourceHandle, f"unknown array 0x{array:x}")
+
+    def _new_array(self, result, size: int):
+        err, array = result
+        if err:
+            return (_status(err),)
+        self.arrays[int(array)] = (size, self.device)
+        self.used[self.device] += size
+        return (0, int(array))
+
+    def cudaMallocArray(self, desc: bytes, width: int, height: int, flags: int):
+        x, y, z, w, _ = _CHANNEL.unpack(desc)
+        size = (x + y + z + w) // 8 * width * max(height, 1)
+        self._reserve(size)
+        return self._new_array(rt.cudaMallocArray(_from_bytes(rt.cudaChannelFormatDesc, desc),
+                                                  width, height, flags), size)
+
+    def cudaMalloc3DArray(self, desc: bytes, extent: bytes, flags: int):
+        x, y, z, w, _ = _CHANNEL.unpack(desc)
+        width, height, depth = _EXTENT.unpack(extent)
+        size = (x + y + z + w) // 8 * width * max(height, 1) * max(depth, 1)
+        self._reserve(size)
+        return self._new_array(rt.cudaMalloc3DArray(
+            _from_bytes(rt.cudaChannelFormatDesc, desc), _from_bytes(rt.cudaExtent, extent),
+            flags), size)
+
+    def cudaFreeArray(self, array: int):
+        if array == 0:
+            return (0,)
+        self._check_array(array)
+        (err,) = rt.cudaFreeArray(array)
+        if not err:
+            size, vgpu = self.arrays.pop(array)
+            self.used[vgpu] -= size
+        return (_status(err),)
+
+    def cudaArrayGetInfo(self, array: int):
+        self._check_array(array)
+        err, desc, extent, flags = rt.cudaArrayGetInfo(array)
+        if err:
+            return (_status(err),)
+        return (0, _to_bytes(desc, _CHANNEL.size), _to_bytes(extent, _EXTENT.size), flags)
+
+    def cudaGetChannelDesc(self, array: int):
+        self._check_array(array)
+        err, desc = rt.cudaGetChannelDesc(array)
+        return (_status(err),) if err else (0, _to_bytes(desc, _CHANNEL.size))
+
+    def _array_copy(self, copy, stream: int, sync: bool) -> int:
+        self._check_stream(stream)
+        (err,) = copy()
+        if not err and sync:
+            (err,) = rt.cudaStreamSynchronize(stream)
+        return _status(err)
+
+    def orionMemcpy2DToArray(self, array, w, h, src, width, height, stream):
+        self._check_array(array)
+        host = np.frombuffer(src, dtype=np.uint8).ctypes.data
+        return (self._array_copy(lambda: rt.cudaMemcpy2DToArrayAsync(
+            array, w, h, host, width, width, height, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+            stream), stream, True),)
+
+    def orionMemcpy2DFromArray(self, length, array, w, h, width, height, stream):
+        self._check_array(array)
+        out = bytearray(length)
+        host = np.frombuffer(out, dtype=np.uint8).ctypes.data
+        err = self._array_copy(lambda: rt.cudaMemcpy2DFromArrayAsync(
+            host, width, array, w, h, width, height, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+            stream), stream, True)
+        return (err,) if err else (0, out)
+
+    def orionMemcpy2DArrayDtoD(self, array, w, h, ptr, pitch, width, height, to_array, stream):
+        self._check_array(array)
+        self._check_2d(ptr, pitch, width, height)
+        kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        if to_array:
+            copy = lambda: rt.cudaMemcpy2DToArrayAsync(array, w, h, ptr, pitch, width, height,
+                                                       kind, stream)
+        else:
+            copy = lambda: rt.cudaMemcpy2DFromArrayAsync(ptr, pitch, array, w, h, width, height,
+                                                         kind, stream)
+        return (self._array_copy(copy, stream, True),)
+
+    def cudaMalloc3D(self, extent: bytes):
+        width, height, depth = _EXTENT.unpack(extent)
+        err, pitched = rt.cudaMalloc3D(_from_bytes(rt.cudaExtent, extent))
+        if err:
+            return (_status(err),)
+        ptr, pitch = int(pitched.ptr), pitched.pitch
+        size = pitch * max(height, 1) * max(depth, 1)
+        try:
+            self._reserve(size)
+        except B.CudaError:
+            rt.cudaFree(ptr)
+            raise
+        self._record(ptr, size)
+        return (0, _PITCHED.pack(ptr, pitch, pitched.xsize, pitched.ysize))
+
+    def cudaMemset3D(self, pitched: bytes, value: int, extent: bytes):
+        ptr, pitch, _, ysize = _PITCHED.unpack(pitched)
+        width, height, depth = _EXTENT.unpack(extent)
+        if width and height and depth:
+            self._check_range(ptr, pitch * (ysize * (depth - 1) + height - 1) + width)
+        return (_status(rt.cudaMemset3D(_from_bytes(rt.cudaPitchedPtr, pitched), value,
+                                        _from_bytes(rt.cudaExtent, extent))[0]),)
+
+    def cudaDeviceGetPCIBusId(self, length: int, size: int, device: int):
+        if not 0 <= device < len(self.vgpus) or length <= 0:
+            return (B.cudaErrorInvalidValue if length <= 0 else B.cudaErrorInvalidDevice,)
+        err, bus = rt.cudaDeviceGetPCIBusId(length, self.vgpus[device].gpu_index)
+        if err:
+            return (_status(err),)
+        return (0, bytes(bus)[:length].ljust(length, b"\0"))
+
+    # ---- texture and surface objects ----
+    def _check_resource(self, res: bytes) -> None:
+        # cudaResourceDesc: int resType, then at offset 8 the array handle or devPtr
+        (kind,), (handle,) = struct.unpack_from("<i", res, 0), struct.unpack_from("<Q", res, 8)
+        if kind in (0, 1):       # cudaResourceTypeArray, MipmappedArray
+            if kind == 1:
+                raise B.CudaError(B.cudaErrorNotSupported, "mipmapped arrays")
+            self._check_array(handle)
+        else:                    # linear and pitch2D: a device pointer of ours
+            self._check_range(handle, 1)
+
+    def cudaCreateTextureObject(self, res, tex, view):
+        if res is None or tex is None:
+            return (B.cudaErrorInvalidValue,)
+        self._check_resource(res)
+        err, obj = rt.cudaCreateTextureObject(
+            _from_bytes(rt.cudaResourceDesc, res), _from_bytes(rt.cudaTextureDesc, tex),
+            _from_bytes(rt.cudaResourceViewDesc, view) if view else None)
+        if err:
+            return (_status(err),)
+        self.handles["texture"].add(int(obj))
+        return (0, int(obj))
+
+    def cudaDestroyTextureObject(self, obj: int):
+        self._check("texture", obj)
+        self.handles["texture"].discard(obj)
+        return (_status(rt.cudaDestroyTextureObject(obj)[0]),)
+
+    def cudaCreateSurfaceObject(self, res):
+        if res is None:
+            return (B.cudaErrorInvalidValue,)
+        self._check_resource(res)
+        err, obj = rt.cudaCreateSurfaceObject(_from_bytes(rt.cudaResourceDesc, res))
+        if err:
+            return (_status(err),)
+        self.handles["surface"].add(int(obj))
+        return (0, int(obj))
+
+    def cudaDestroySurfaceObject(self, obj: int):
+        self._check("surface", obj)
+        self.handles["surface"].discard(obj)
+        return (_status(rt.cudaDestroySurfaceObject(obj)[0]),)
+
     # ---- streams and events ----
     def _new_stream(self, result):
         err, stream = result
@@ -364,10 +590,12 @@ class CudaBackend(B.Backend):
         entry = self.functions.get(function)
         if entry is None:
             return (B.cudaErrorInvalidResourceHandle,)
-        err, attrs = rt.cudaFuncGetAttributes(entry[0])
-        if err:
-            return (_status(err),)
-        return (0, ctypes.string_at(attrs.getPtr(), _FUNC_ATTRS.size))
+        values = []
+        for attr in _FUNC_ATTR_ORDER:
+            err, value = drv.cuFuncGetAttribute(attr, entry[0])
+            values.append(0 if err else value)
+        shared, const, local, *ints = values
+        return (0, _FUNC_ATTRS.pack(shared, const, local, *ints, *([0] * 16)))
 
     def orionFuncSetAttribute(self, function: int, attr: int, value: int):
         entry = self.functions.get(function)
