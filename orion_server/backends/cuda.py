@@ -473,6 +473,147 @@ class CudaBackend(B.Backend):
         self.handles["surface"].discard(obj)
         return (_status(rt.cudaDestroySurfaceObject(obj)[0]),)
 
+    # ---- graphs ----
+    def _graph_out(self, kind: str, result):
+        err, handle = result
+        if err:
+            return (_status(err),)
+        self.handles[kind].add(int(handle))
+        return (0, int(handle))
+
+    def _nodes(self, raw, count: int) -> list:
+        handles = struct.unpack(f"<{count}Q", raw) if count else ()
+        for h in handles:
+            self._check("node", h)
+        return [rt.cudaGraphNode_t(h) for h in handles]
+
+    def cudaStreamBeginCapture(self, stream: int, mode: int):
+        self._check_stream(stream)
+        return (_status(rt.cudaStreamBeginCapture(stream, mode)[0]),)
+
+    def cudaStreamEndCapture(self, stream: int):
+        self._check_stream(stream)
+        return self._graph_out("graph", rt.cudaStreamEndCapture(stream))
+
+    def cudaGraphCreate(self, flags: int):
+        return self._graph_out("graph", rt.cudaGraphCreate(flags))
+
+    def cudaGraphClone(self, graph: int):
+        self._check("graph", graph)
+        return self._graph_out("graph", rt.cudaGraphClone(graph))
+
+    def cudaGraphInstantiate(self, graph: int, flags: int):
+        self._check("graph", graph)
+        return self._graph_out("exec", rt.cudaGraphInstantiate(graph, flags))
+
+    cudaGraphInstantiateWithFlags = cudaGraphInstantiate
+
+    def cudaGraphLaunch(self, exec_: int, stream: int):
+        self._check("exec", exec_)
+        self._check_stream(stream)
+        return (_status(rt.cudaGraphLaunch(exec_, stream)[0]),)
+
+    def cudaGraphUpload(self, exec_: int, stream: int):
+        self._check("exec", exec_)
+        self._check_stream(stream)
+        return (_status(rt.cudaGraphUpload(exec_, stream)[0]),)
+
+    def cudaGraphExecDestroy(self, exec_: int):
+        self._check("exec", exec_)
+        self.handles["exec"].discard(exec_)
+        return (_status(rt.cudaGraphExecDestroy(exec_)[0]),)
+
+    def cudaGraphDestroy(self, graph: int):
+        self._check("graph", graph)
+        self.handles["graph"].discard(graph)
+        return (_status(rt.cudaGraphDestroy(graph)[0]),)
+
+    def cudaGraphAddEmptyNode(self, graph: int, deps, count: int):
+        self._check("graph", graph)
+        return self._graph_out("node", rt.cudaGraphAddEmptyNode(graph, self._nodes(deps, count),
+                                                                count))
+
+    def cudaGraphAddMemsetNode(self, graph: int, deps, count: int, params: bytes | None):
+        self._check("graph", graph)
+        if params is None:
+            return (B.cudaErrorInvalidValue,)
+        ptr, pitch, _, elem, width, height = struct.unpack("<QQIIQQ", params)
+        self._check_range(ptr, pitch * (max(height, 1) - 1) + width * elem)
+        return self._graph_out("node", rt.cudaGraphAddMemsetNode(
+            graph, self._nodes(deps, count), count, _from_bytes(rt.cudaMemsetParams, params)))
+
+    def cudaGraphAddDependencies(self, graph: int, from_, to, edges, count: int):
+        self._check("graph", graph)
+        if edges is not None:
+            return (B.cudaErrorNotSupported,)   # edge data: not forwarded yet
+        return (_status(rt.cudaGraphAddDependencies(graph, self._nodes(from_, count),
+                                                    self._nodes(to, count), None, count)[0]),)
+
+    def cudaGraphNodeGetType(self, node: int):
+        self._check("node", node)
+        err, kind = rt.cudaGraphNodeGetType(node)
+        return (_status(err),) if err else (0, int(kind))
+
+    def cudaGraphDestroyNode(self, node: int):
+        self._check("node", node)
+        self.handles["node"].discard(node)
+        return (_status(rt.cudaGraphDestroyNode(node)[0]),)
+
+    # ---- memory pools ----
+    def _check_pool(self, pool: int) -> None:
+        self._check("pool", pool)
+
+    def cudaDeviceGetDefaultMemPool(self, device: int):
+        if not 0 <= device < len(self.vgpus):
+            return (B.cudaErrorInvalidDevice,)
+        return self._graph_out("pool", rt.cudaDeviceGetDefaultMemPool(
+            self.vgpus[device].gpu_index))
+
+    def cudaDeviceGetMemPool(self, device: int):
+        if not 0 <= device < len(self.vgpus):
+            return (B.cudaErrorInvalidDevice,)
+        return self._graph_out("pool", rt.cudaDeviceGetMemPool(self.vgpus[device].gpu_index))
+
+    def cudaMemPoolCreate(self, props: bytes | None):
+        if props is None:
+            return (B.cudaErrorInvalidValue,)
+        return self._graph_out("pool", rt.cudaMemPoolCreate(_from_bytes(rt.cudaMemPoolProps,
+                                                                        props)))
+
+    def cudaMemPoolDestroy(self, pool: int):
+        self._check_pool(pool)
+        self.handles["pool"].discard(pool)
+        return (_status(rt.cudaMemPoolDestroy(pool)[0]),)
+
+    def cudaMemPoolTrimTo(self, pool: int, keep: int):
+        self._check_pool(pool)
+        return (_status(rt.cudaMemPoolTrimTo(pool, keep)[0]),)
+
+    def cudaMemPoolSetAttribute(self, pool: int, attr: int, value):
+        self._check_pool(pool)
+        raw = bytes(value)
+        number = struct.unpack("<Q" if len(raw) == 8 else "<i", raw)[0]
+        if len(raw) == 8:
+            number = drv.cuuint64_t(number)
+        return (_status(rt.cudaMemPoolSetAttribute(pool, rt.cudaMemPoolAttr(attr), number)[0]),)
+
+    def cudaMemPoolGetAttribute(self, pool: int, attr: int, length: int):
+        self._check_pool(pool)
+        err, value = rt.cudaMemPoolGetAttribute(pool, rt.cudaMemPoolAttr(attr))
+        if err:
+            return (_status(err),)
+        return (0, struct.pack("<Q" if length == 8 else "<i", int(value)))
+
+    def cudaMallocFromPoolAsync(self, size: int, pool: int, stream: int):
+        self._check_pool(pool)
+        self._check_stream(stream)
+        self._reserve(size)
+        err, ptr = rt.cudaMallocFromPoolAsync(size, pool, stream)
+        if err:
+            return (_status(err),)
+        self._record(int(ptr), size)
+        return (0, int(ptr))
+
     # ---- streams and events ----
     def _new_stream(self, result):
         err, stream = result
