@@ -312,7 +312,9 @@ cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t *config, const void *fu
         const cudaLaunchAttribute *a = &config->attrs[i];
         if (a->id == cudaLaunchAttributeCooperative && a->val.cooperative)
             flags |= LAUNCH_COOPERATIVE;
-        else if (a->id != cudaLaunchAttributeIgnore)
+        else if (a->id == cudaLaunchAttributePriority)
+            continue;   /* a scheduling hint; the stream's own priority still applies */
+        else if (a->id != cudaLaunchAttributeIgnore && a->id != cudaLaunchAttributeCooperative)
             return orion_unsupported("cudaLaunchKernelExC with launch attributes");
     }
     return launch(func, config->gridDim, config->blockDim, args, config->dynamicSmemBytes,

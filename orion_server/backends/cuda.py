@@ -430,6 +430,16 @@ class CudaBackend(B.Backend):
             return (_status(err),)
         return (0, bytes(bus)[:length].ljust(length, b"\0"))
 
+    def cudaDeviceGetByPCIBusId(self, bus_id: str):
+        err, gpu = rt.cudaDeviceGetByPCIBusId(bus_id.encode())
+        if err:
+            return (_status(err),)
+        # the first vGPU of this session on that physical GPU
+        for v in self.vgpus:
+            if v.gpu_index == gpu:
+                return (0, v.index)
+        return (B.cudaErrorInvalidDevice,)
+
     # ---- texture and surface objects ----
     def _check_resource(self, res: bytes) -> None:
         # cudaResourceDesc: int resType, then at offset 8 the array handle or devPtr
