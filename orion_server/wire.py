@@ -15,6 +15,7 @@ from .calls import Call
 MAGIC = 0x314E524F          # b"ORN1" little-endian
 VERSION = 1
 FLAG_ASYNC = 1
+FLAG_OUTPUT = 2     # reply: the last frame is device output (printf) for the client's stdout
 REQUEST = struct.Struct("<IHHIHHQ")   # magic, version, flags, call id, device, reserved, seq
 REPLY = struct.Struct("<IHHIIQ")      # magic, version, flags, status, reserved, seq
 HEADER_SIZE = 24
@@ -48,8 +49,8 @@ def pack_request_header(call_id: int, seq: int, flags: int = 0, device: int = 0)
     return REQUEST.pack(MAGIC, VERSION, flags, call_id, device, 0, seq)
 
 
-def pack_reply_header(status: int, seq: int) -> bytes:
-    return REPLY.pack(MAGIC, VERSION, 0, status, 0, seq)
+def pack_reply_header(status: int, seq: int, flags: int = 0) -> bytes:
+    return REPLY.pack(MAGIC, VERSION, flags, status, 0, seq)
 
 
 def parse_reply_header(frame: bytes | memoryview) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import zmq.utils.monitor
 
 from . import backend as B
 from . import wire
+from .device_output import DeviceOutput
 from .generated.cudart_table import CALLS
 
 log = logging.getLogger("orion.worker")
@@ -34,8 +35,9 @@ STICKY_ERRORS = {700, 701, 702, 703, 704, 710, 711, 712, 713, 714, 715, 716, 717
 class Session:
     """Decodes requests, calls the backend, encodes replies; keeps CUDA error order."""
 
-    def __init__(self, backend: B.Backend):
+    def __init__(self, backend: B.Backend, output=None):
         self.backend = backend
+        self.output = output       # DeviceOutput, or None where nothing is captured
         self.pending_error = 0     # first error of an async call, owed to the next sync call
         self.sticky_error = 0
         self.calls = 0
@@ -57,7 +59,10 @@ class Session:
         if status == 0 and self.pending_error:
             status, payload, bulk_out = self.pending_error, b"", []
             self.pending_error = 0
-        return [wire.pack_reply_header(status, req.seq) + payload, *bulk_out]
+        printed = self.output.take() if self.output else b""
+        flags = wire.FLAG_OUTPUT if printed else 0
+        return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out,
+                *([printed] if printed else [])]
 
     def _execute(self, req: wire.Request, head, bulk) -> tuple[int, bytes, list]:
         if self.sticky_error:
@@ -169,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     session = Session(backend)
 
     def ready(bound: str) -> None:
-        # oriond reads this one line to learn where the client should connect
+        # oriond reads this one line to learn where the client should connect; after it,
+        # stdout carries device printf, which goes to the client instead
         sys.stdout.write(json.dumps({"worker": bound}) + "\n")
         sys.stdout.flush()
+        session.output = DeviceOutput()
 
     try:
         serve(config["address"], session, ready)

@@ -191,17 +191,69 @@ cudaError_t cudaMemcpy2DFromArrayAsync(void *dst, size_t dpitch, cudaArray_const
     return from_array(dst, dpitch, src, wOffset, hOffset, width, height, kind, stream);
 }
 
-/* The deprecated 1D array copies: one row from (wOffset, hOffset). */
+/* The deprecated 1D array copies: `count` bytes from (wOffset, hOffset), wrapping
+ * at the end of each array row, as a partial first row, whole rows, a partial last row. */
+static cudaError_t array_row_bytes(cudaArray_const_t array, size_t *row)
+{
+    struct cudaChannelFormatDesc desc;
+    struct cudaExtent ext;
+    unsigned flags;
+    cudaError_t err = cudaArrayGetInfo(&desc, &ext, &flags, (cudaArray_t)array);
+    *row = ext.width * (size_t)(desc.x + desc.y + desc.z + desc.w) / 8;
+    return err != cudaSuccess ? err : *row ? cudaSuccess : orion_fail(cudaErrorInvalidValue);
+}
+
+typedef cudaError_t (*row_copy)(void *array, size_t w, size_t h, char *host, size_t width,
+                                size_t height, enum cudaMemcpyKind kind);
+
+static cudaError_t linear_array_copy(void *array, size_t w, size_t h, char *host, size_t count,
+                                     enum cudaMemcpyKind kind, row_copy copy)
+{
+    size_t row;
+    cudaError_t err = array_row_bytes(array, &row);
+    if (err != cudaSuccess || w >= row)
+        return err != cudaSuccess ? err : orion_fail(cudaErrorInvalidValue);
+    while (err == cudaSuccess && count) {
+        size_t width = w ? row - w : row, height = 1;
+        if (width > count)
+            width = count;
+        else if (!w && count >= row)
+            height = count / row;
+        err = copy(array, w, h, host, width, height, kind);
+        host += width * height;
+        count -= width * height;
+        h += w + width == row || !w ? height : 0;
+        w = (w + width) % row;
+    }
+    return err;
+}
+
+static cudaError_t rows_to_array(void *array, size_t w, size_t h, char *host, size_t width,
+                                 size_t height, enum cudaMemcpyKind kind)
+{
+    return to_array(array, w, h, host, width, width, height, kind, 0);
+}
+
+static cudaError_t rows_from_array(void *array, size_t w, size_t h, char *host, size_t width,
+                                   size_t height, enum cudaMemcpyKind kind)
+{
+    return from_array(host, width, array, w, h, width, height, kind, 0);
+}
+
 cudaError_t cudaMemcpyToArray(cudaArray_t dst, size_t wOffset, size_t hOffset, const void *src,
                               size_t count, enum cudaMemcpyKind kind)
 {
-    return to_array(dst, wOffset, hOffset, src, count, count, 1, kind, 0);
+    if (!dst || !src)
+        return orion_fail(cudaErrorInvalidValue);
+    return linear_array_copy(dst, wOffset, hOffset, (char *)src, count, kind, rows_to_array);
 }
 
 cudaError_t cudaMemcpyFromArray(void *dst, cudaArray_const_t src, size_t wOffset,
                                 size_t hOffset, size_t count, enum cudaMemcpyKind kind)
 {
-    return from_array(dst, count, src, wOffset, hOffset, count, 1, kind, 0);
+    if (!dst || !src)
+        return orion_fail(cudaErrorInvalidValue);
+    return linear_array_copy((void *)src, wOffset, hOffset, dst, count, kind, rows_from_array);
 }
 
 /* ---- 3D: a stack of 2D copies, one per depth slice ---- */

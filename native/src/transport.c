@@ -16,6 +16,7 @@
 #define HEADER_SIZE 24
 #define CONNECT_TIMEOUT_MS 5000
 #define POLL_MS 1000
+#define REPLY_OUTPUT 2   /* reply flag: the last frame is device printf output */
 
 struct orion_session {
     void *sock;
@@ -153,6 +154,23 @@ static void discard_rest(void *sock)
     }
 }
 
+/* The last frame of a reply flagged OUTPUT: what the kernels printed, for our stdout. */
+static void write_device_output(void *sock)
+{
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
+    if (!more)
+        return;
+    zmq_msg_t text;
+    zmq_msg_init(&text);
+    if (zmq_msg_recv(&text, sock, 0) >= 0) {
+        fwrite(zmq_msg_data(&text), 1, zmq_msg_size(&text), stdout);
+        fflush(stdout);
+    }
+    zmq_msg_close(&text);
+}
+
 /* Receive one reply; 1 when it answered `seq` (status in *err), 0 for a stray one. */
 static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError_t *err)
 {
@@ -166,8 +184,10 @@ static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError
     const uint8_t *data = zmq_msg_data(&head);
     size_t size = zmq_msg_size(&head);
     uint32_t status = 0;
+    uint16_t flags = 0;
     uint64_t reply_seq = 0;
     if (size >= HEADER_SIZE) {
+        memcpy(&flags, data + 6, 2);
         memcpy(&status, data + 8, 4);
         memcpy(&reply_seq, data + 16, 8);
     }
@@ -198,6 +218,8 @@ static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError
             break;
         }
     }
+    if (flags & REPLY_OUTPUT)
+        write_device_output(s->sock);
     discard_rest(s->sock);
     return 1;
 }

@@ -1,7 +1,9 @@
 """Emit the table behind cudaGetErrorName / cudaGetErrorString, from driver_types.h.
 
-Names are the enumerators; strings are the first sentence of each one's documentation
-comment in the header, so the table follows the header of the CUDA version built for.
+Names are the enumerators of the header. Strings are the ones applications see from
+the real runtime ("no error", "out of memory", ...), which cuda-python's runtime
+bindings carry; codes it does not know get the first sentence of their documentation
+comment in the header.
 """
 from __future__ import annotations
 
@@ -34,9 +36,18 @@ def _first_sentence(doc: str) -> str:
     return sentence.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _runtime_string(code: int) -> str | None:
+    from cuda.bindings import runtime
+    try:
+        err, text = runtime.cudaGetErrorString(runtime.cudaError_t(code))
+    except ValueError:
+        return None
+    return text.decode().replace("\\", "\\\\").replace('"', '\\"') if err == 0 else None
+
+
 def error_table(lib: Library, banner: str, include_dir: Path) -> str:
     body = _ENUM.search((include_dir / "driver_types.h").read_text()).group(1)
-    entries = sorted({int(code): (name, _first_sentence(doc))
+    entries = sorted({int(code): (name, _runtime_string(int(code)) or _first_sentence(doc))
                       for doc, name, code in _ENTRY.findall(body)}.items())
     rows = "\n".join(f'    {{{code}, "{name}", "{text}"}},' for code, (name, text) in entries)
     return FILE.substitute(banner=banner, rows=rows)
