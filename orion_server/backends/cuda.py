@@ -43,6 +43,21 @@ _EXTENT = struct.Struct("<QQQ")     # cudaExtent: width, height, depth
 _CHANNEL = struct.Struct("<iiiii")  # cudaChannelFormatDesc: x, y, z, w, kind
 
 
+def _struct_sizes() -> dict[str, int]:
+    """Sizes of the structs that travel, from the generated table's formats."""
+    sizes = {}
+    for call in CALLS.values():
+        for p in call.params:
+            if p.fmt.endswith("s"):
+                sizes.setdefault((call.name, p.name), int(p.fmt[:-1]))
+    return {"cudaResourceDesc": sizes[("cudaCreateSurfaceObject", "pResDesc")],
+            "cudaTextureDesc": sizes[("cudaCreateTextureObject", "pTexDesc")],
+            "cudaResourceViewDesc": sizes[("cudaCreateTextureObject", "pResViewDesc")]}
+
+
+_SIZES = _struct_sizes()
+
+
 def _from_bytes(cls, raw: bytes):
     """A cuda-python struct holding exactly these C bytes (it wraps the C struct)."""
     obj = cls()
@@ -467,6 +482,27 @@ class CudaBackend(B.Backend):
         self._check("texture", obj)
         self.handles["texture"].discard(obj)
         return (_status(rt.cudaDestroyTextureObject(obj)[0]),)
+
+    def _describe(self, kind: str, obj: int, query, cls_size: int):
+        self._check(kind, obj)
+        err, desc = query(obj)
+        return (_status(err),) if err else (0, _to_bytes(desc, cls_size))
+
+    def cudaGetTextureObjectResourceDesc(self, obj: int):
+        return self._describe("texture", obj, rt.cudaGetTextureObjectResourceDesc,
+                              _SIZES["cudaResourceDesc"])
+
+    def cudaGetTextureObjectTextureDesc(self, obj: int):
+        return self._describe("texture", obj, rt.cudaGetTextureObjectTextureDesc,
+                              _SIZES["cudaTextureDesc"])
+
+    def cudaGetTextureObjectResourceViewDesc(self, obj: int):
+        return self._describe("texture", obj, rt.cudaGetTextureObjectResourceViewDesc,
+                              _SIZES["cudaResourceViewDesc"])
+
+    def cudaGetSurfaceObjectResourceDesc(self, obj: int):
+        return self._describe("surface", obj, rt.cudaGetSurfaceObjectResourceDesc,
+                              _SIZES["cudaResourceDesc"])
 
     def cudaCreateSurfaceObject(self, res):
         if res is None:

@@ -1,0 +1,134 @@
+"""The whole path on the host backend: a CUDA program compiled with nvcc, our
+libcudart.so.13, the controller, oriond and a worker, all real processes. Kernels are
+recorded instead of run (there is no GPU), so the programs skip kernel-result checks
+and these tests check the recorded launches' argument bytes instead."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import programs, shim_env
+from orion_controller.client import ControlClient
+
+HOST_INVOCATIONS = [(n, a) for n, a in programs.all_invocations() if n != "hold"]
+
+
+def run(pool, shim_dir, program_dir, tmp_path, name, args=(), **env):
+    path = programs.build(name, program_dir)
+    return subprocess.run([str(path), *args], env=shim_env(pool, shim_dir, tmp_path, **env),
+                          capture_output=True, text=True, timeout=120)
+
+
+def client_log(home) -> str:
+    return "\n".join(p.read_text() for p in sorted((home / ".orion" / "log").glob("*.log")))
+
+
+@pytest.mark.parametrize("name,args", HOST_INVOCATIONS,
+                         ids=[" ".join((n, *a)) for n, a in HOST_INVOCATIONS])
+def test_program_passes_through_the_shim(host_pool, shim_dir, program_dir, tmp_path, name, args):
+    vgpu = 2 if name == "multi_gpu" else 1
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, name, args, ORION_VGPU=vgpu)
+    assert programs.passed(proc, name), (
+        f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\nclient log:\n{client_log(tmp_path)}")
+
+
+def launches(pool) -> list[dict]:
+    return [json.loads(line) for line in pool.launch_log.read_text().splitlines()]
+
+
+def test_kernel_arguments_arrive_byte_exact(host_pool, shim_dir, program_dir, tmp_path):
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "kernels")
+    assert programs.passed(proc, "kernels"), proc.stdout + proc.stderr
+    by_name = {}
+    for launch in launches(host_pool):
+        by_name.setdefault(launch["function"], []).append(launch)
+
+    (mixed,) = by_name["_Z10echo_mixed5MixedPS_"]
+    args = bytes.fromhex(mixed["args_hex"])
+    assert len(args) == 56 and mixed["grid"] == [1, 1, 1] and mixed["block"] == [1, 1, 1]
+    assert args[:48] == bytes.fromhex(
+        "0100000000000000" "0000000000000440" "78" + "00" * 15 +
+        "0000803f" "00000040" "00004040" "00008040")
+
+    (scalars,) = by_name["_Z12echo_scalarscsixfdPKicPx"]
+    args = bytes.fromhex(scalars["args_hex"])
+    assert args[0] == ord("a") and args[40] == ord("z")
+    assert struct.unpack_from("<h", args, 2) == (-2,)
+    assert struct.unpack_from("<iqf", args, 4)[:1] == (0x12345678,)
+    assert struct.unpack_from("<q", args, 8) == (0x0102030405060708,)
+    assert struct.unpack_from("<f", args, 16) == (1.5,)
+    assert struct.unpack_from("<d", args, 24) == (-0.25,)
+
+    (big,) = by_name["_Z14copy_big_param8BigParamPi"]
+    args = bytes.fromhex(big["args_hex"])
+    assert len(args) == 32008 and big["grid"] == [32, 1, 1] and big["block"] == [256, 1, 1]
+    assert struct.unpack_from("<8000i", args) == tuple(i * 3 for i in range(8000))
+
+    shared = [l["shared_mem"] for l in by_name["_Z14reverse_chunksPKiPii"]]
+    assert shared == [1024, 65536]
+    (float_scale,) = by_name["_Z5scaleIfEvPT_S0_i"]
+    assert struct.unpack_from("<fi", bytes.fromhex(float_scale["args_hex"]), 8) == (2.0, 4096)
+
+
+def test_vgpu_memory_is_what_the_program_sees(host_pool, shim_dir, program_dir, tmp_path):
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "device_props", ORION_GMEM=3000)
+    assert programs.passed(proc, "device_props"), proc.stdout
+    assert "3000 MiB" in proc.stdout
+
+
+def test_unreachable_controller_means_no_device_quickly(shim_dir, program_dir, tmp_path):
+    class Nowhere:
+        controller = "127.0.0.1:1"
+    started = time.monotonic()
+    proc = run(Nowhere, shim_dir, program_dir, tmp_path, "device_props")
+    assert time.monotonic() - started < 10
+    assert proc.returncode != 0 and "cudaErrorNoDevice" in proc.stdout
+    assert "no vGPU" in client_log(tmp_path)
+
+
+def test_a_request_that_cannot_fit_is_refused_with_the_reason(host_pool, shim_dir, program_dir,
+                                                            tmp_path):
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "device_props", ORION_GMEM=10 ** 7)
+    assert proc.returncode != 0 and "cudaErrorNoDevice" in proc.stdout
+    assert "refused" in client_log(tmp_path)
+
+
+def test_bad_settings_are_reported(host_pool, shim_dir, program_dir, tmp_path):
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "device_props", ORION_VGPU="two")
+    assert proc.returncode != 0
+    assert "ORION_VGPU=two is not a whole number" in client_log(tmp_path)
+
+
+def server_sessions(pool) -> list:
+    with ControlClient(f"127.0.0.1:{pool.server_port}", timeout_s=5) as client:
+        return client.request({"op": "status"})["sessions"]
+
+
+def test_killed_client_is_cleaned_up_within_5_seconds(host_pool, shim_dir, program_dir,
+                                                      tmp_path):
+    path = programs.build("hold", program_dir)
+    proc = subprocess.Popen([str(path)], env=shim_env(host_pool, shim_dir, tmp_path),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        assert len(host_pool.status()["leases"]) == 1
+        (session,) = server_sessions(host_pool)
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        deadline = killed + 5
+        while time.monotonic() < deadline and (host_pool.status()["leases"] or
+                                               server_sessions(host_pool)):
+            time.sleep(0.1)
+        assert not host_pool.status()["leases"], "the controller still holds the lease"
+        assert not server_sessions(host_pool), "the worker is still running"
+        with pytest.raises(ProcessLookupError):
+            os.kill(session["pid"], 0)
+    finally:
+        proc.kill()
+        proc.wait()
