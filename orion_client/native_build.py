@@ -56,7 +56,7 @@ def build(out_dir: Path = LIB_DIR) -> Path:
            f"-I{NATIVE / 'generated'}", "-o", str(target), *map(str, sources),
            f"-Wl,--version-script={NATIVE / 'generated' / 'libcudart.map'}",
            "-Wl,-soname,libcudart.so.13", "-Wl,-rpath,$ORIGIN", "-Wl,--no-undefined",
-           str(out_dir / libzmq.name), str(out_dir / "libcjson.so.1"), "-lpthread"]
+           str(out_dir / libzmq.name), str(out_dir / "libcjson.so.1"), "-lpthread", "-lrt"]
     subprocess.run(cmd, check=True)
     return target
 

@@ -7,6 +7,7 @@
 #include "hostmem.h"
 #include "kernels.h"
 #include "orion.h"
+#include "shm.h"
 
 /* Resolve cudaMemcpyDefault: host ranges we know are host; otherwise ask the server. */
 static int is_device(const void *ptr)
@@ -14,7 +15,10 @@ static int is_device(const void *ptr)
     if (orion_hostmem_find(ptr, NULL))
         return 0;
     int type = 0;
-    return orionPointerType(ptr, &type) == cudaSuccess && type == cudaMemoryTypeDevice;
+    cudaError_t before = orion_take_last_error(0);
+    int device = orionPointerType(ptr, &type) == cudaSuccess && type == cudaMemoryTypeDevice;
+    orion_set_last_error(before);
+    return device;
 }
 
 static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
@@ -29,6 +33,12 @@ static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcp
         kind = d ? (s ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                  : (s ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
     }
+    if (kind == cudaMemcpyHostToDevice && orion_shm_usable(src, count))
+        return is_async ? orionMemcpyShmAsync(dst, src, count, kind, stream)
+                        : orionMemcpyShm(dst, src, count, kind, stream);
+    if (kind == cudaMemcpyDeviceToHost && orion_shm_usable(dst, count))
+        return is_async ? orionMemcpyShmAsync(dst, src, count, kind, stream)
+                        : orionMemcpyShm(dst, src, count, kind, stream);
     switch (kind) {
     case cudaMemcpyHostToHost:
         if (!is_async)
@@ -142,8 +152,8 @@ cudaError_t cudaMemcpyFromSymbolAsync(void *dst, const void *symbol, size_t coun
 }
 
 /* ---- host memory ----
- * Page-locked memory lives in the client process; copies from it travel like pageable
- * ones. (The shared-memory segment that makes them zero-copy is the performance path.) */
+ * Page-locked memory is a shared-memory segment (shm.h) where the platform allows,
+ * else ordinary memory whose copies travel like pageable ones. */
 
 cudaError_t cudaHostAlloc(void **pHost, size_t size, unsigned int flags)
 {
@@ -152,11 +162,12 @@ cudaError_t cudaHostAlloc(void **pHost, size_t size, unsigned int flags)
     cudaError_t err = orion_init();
     if (err != cudaSuccess)
         return orion_fail(err);
-    void *p = NULL;
-    if (posix_memalign(&p, 4096, size ? size : 1) != 0)
+    void *p = orion_shm_alloc(size ? size : 1);
+    if (!p && posix_memalign(&p, 4096, size ? size : 1) != 0)
         return orion_fail(cudaErrorMemoryAllocation);
     if (orion_hostmem_add(p, size, flags, 1)) {
-        free(p);
+        if (!orion_shm_free(p))
+            free(p);
         return orion_fail(cudaErrorMemoryAllocation);
     }
     *pHost = p;
@@ -175,7 +186,8 @@ cudaError_t cudaFreeHost(void *ptr)
         return cudaSuccess;
     if (!orion_hostmem_remove(ptr, &owned) || !owned)
         return orion_fail(cudaErrorInvalidValue);
-    free(ptr);
+    if (!orion_shm_free(ptr))
+        free(ptr);
     return cudaSuccess;
 }
 
@@ -206,13 +218,12 @@ cudaError_t cudaHostGetFlags(unsigned int *pFlags, void *pHost)
 
 cudaError_t cudaHostGetDevicePointer(void **pDevice, void *pHost, unsigned int flags)
 {
-    (void)flags;
-    (void)pHost;
-    if (!pDevice)
+    if (!pDevice || flags != 0)
         return orion_fail(cudaErrorInvalidValue);
-    /* mapped host memory would need the server to see the client's pages: not across
-     * processes without the shared segment */
-    return orion_unsupported("cudaHostGetDevicePointer");
+    /* mapped memory needs pages the worker sees too: the shared segments */
+    if (!orion_shm_usable(pHost, 1))
+        return orion_fail(cudaErrorInvalidValue);
+    return orionShmDevicePointer(pHost, pDevice);
 }
 
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attributes, const void *ptr)

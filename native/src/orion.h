@@ -52,6 +52,8 @@ cudaError_t orion_end(orion_msg *m, cudaError_t err);  /* frees, records the las
 /* ---- errors (errors.c, runtime.c) ---- */
 cudaError_t orion_fail(cudaError_t err);               /* records and returns err */
 cudaError_t orion_take_last_error(int reset);
+/* for calls the runtime makes on its own behalf: their failure is not the app's error */
+void orion_set_last_error(cudaError_t err);
 cudaError_t orion_unsupported(const char *name);       /* logs the name once */
 
 /* ---- runtime state (runtime.c) ---- */
@@ -66,6 +68,7 @@ const struct orion_device_snapshot *orion_snapshot(int device);
 /* ---- transport (transport.c) ---- */
 orion_session *orion_session_open(const char *worker_address);
 void orion_session_close(orion_session *s);
+int orion_session_is_local(const orion_session *s);   /* ipc://: same host */
 void *orion_zmq_context(void);
 cudaError_t orion_session_send(orion_session *s, orion_msg *m);
 cudaError_t orion_session_call(orion_session *s, orion_msg *m);

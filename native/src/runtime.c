@@ -171,6 +171,11 @@ cudaError_t orion_fail(cudaError_t err)
     return err;
 }
 
+void orion_set_last_error(cudaError_t err)
+{
+    last_error = err;
+}
+
 cudaError_t orion_take_last_error(int reset)
 {
     cudaError_t err = last_error;

@@ -71,6 +71,11 @@ orion_session *orion_session_open(const char *worker_address)
     return s;
 }
 
+int orion_session_is_local(const orion_session *s)
+{
+    return strncmp(s->address, "ipc://", 6) == 0;
+}
+
 void orion_session_close(orion_session *s)
 {
     if (!s)

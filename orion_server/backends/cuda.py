@@ -19,6 +19,7 @@ from cuda.bindings import driver as drv
 from cuda.bindings import runtime as rt
 
 from .. import backend as B
+from ..shm import Segments
 from ..generated.cudart_table import CALLS
 
 _SPECIAL_STREAMS = (0, 1, 2)       # legacy default, cudaStreamLegacy, cudaStreamPerThread
@@ -91,6 +92,7 @@ class CudaBackend(B.Backend):
         self.images: dict[int, bytes] = {}           # module hash -> fat binary
         self.modules: dict[tuple[int, int], object] = {}   # (hash, gpu) -> CUmodule
         self.functions: dict[int, object] = {}       # handle -> CUfunction
+        self.segments = Segments()                   # the client's page-locked memory
         self._activate()
 
     # ---- device selection ----
@@ -660,6 +662,45 @@ class CudaBackend(B.Backend):
         self._record(int(ptr), size)
         return (0, int(ptr))
 
+    # ---- page-locked memory shared with the client ----
+    def orionShmAttach(self, name: str, size: int, base: int):
+        seg = self.segments.attach(name, size, base)
+        flags = drv.CU_MEMHOSTREGISTER_PORTABLE | drv.CU_MEMHOSTREGISTER_DEVICEMAP
+        (err,) = drv.cuMemHostRegister(seg.local_base, size, flags)
+        if err:
+            self.segments.detach(base)
+            return (_status(err),)
+        return (0,)
+
+    def orionShmDetach(self, base: int):
+        seg = self.segments.detach(base)
+        (err,) = drv.cuMemHostUnregister(seg.local_base)
+        seg.mapping.close()
+        return (_status(err),)
+
+    def orionShmDevicePointer(self, host: int):
+        seg = self.segments.segment_of(host)
+        err, base = drv.cuMemHostGetDevicePointer(seg.local_base, 0)
+        if err:
+            return (_status(err),)
+        self.globals[int(base)] = seg.size    # the mapped range is this session's too
+        return (0, int(base) + host - seg.client_base)
+
+    def orionMemcpyShm(self, dst: int, src: int, count: int, kind: int, stream: int,
+                       sync: bool = True):
+        if kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            self._check_range(dst, count)
+            src = self.segments.translate(src, count)
+        elif kind == rt.cudaMemcpyKind.cudaMemcpyDeviceToHost:
+            self._check_range(src, count)
+            dst = self.segments.translate(dst, count)
+        else:
+            return (B.cudaErrorInvalidValue,)
+        return (self._copy(dst, src, count, rt.cudaMemcpyKind(kind), stream, sync),)
+
+    def orionMemcpyShmAsync(self, dst: int, src: int, count: int, kind: int, stream: int):
+        return self.orionMemcpyShm(dst, src, count, kind, stream, sync=False)
+
     # ---- streams and events ----
     def _new_stream(self, result):
         err, stream = result
@@ -817,6 +858,9 @@ class CudaBackend(B.Backend):
         return (0,)   # the session's resources are freed when it ends (close)
 
     def close(self) -> None:
+        rt.cudaDeviceSynchronize()
+        for seg in self.segments.all():
+            drv.cuMemHostUnregister(seg.local_base)
         for ptr in list(self.allocations):
             rt.cudaFree(ptr)
         for stream in self.streams:

@@ -1,0 +1,107 @@
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "cudart_internal.h"
+#include "orion.h"
+#include "shm.h"
+
+typedef struct segment {
+    uintptr_t base;
+    size_t size;
+    char name[64];
+    unsigned char attached[ORION_MAX_DEVICES];   /* 1 mapped, 2 cannot be (remote) */
+    struct segment *next;
+} segment;
+
+static segment *segments;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+void *orion_shm_alloc(size_t size)
+{
+    static int counter;
+    segment *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    snprintf(s->name, sizeof s->name, "/orion-%d-%d", (int)getpid(),
+             __sync_fetch_and_add(&counter, 1));
+    int fd = shm_open(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    void *p = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    if (p == MAP_FAILED) {
+        ORION_WARN("no shared memory for %zu bytes of page-locked memory", size);
+        shm_unlink(s->name);
+        free(s);
+        return NULL;
+    }
+    s->base = (uintptr_t)p;
+    s->size = size;
+    pthread_mutex_lock(&lock);
+    s->next = segments;
+    segments = s;
+    pthread_mutex_unlock(&lock);
+    return p;
+}
+
+int orion_shm_free(void *ptr)
+{
+    pthread_mutex_lock(&lock);
+    segment **link = &segments;
+    while (*link && (*link)->base != (uintptr_t)ptr)
+        link = &(*link)->next;
+    segment *s = *link;
+    if (s)
+        *link = s->next;
+    pthread_mutex_unlock(&lock);
+    if (!s)
+        return 0;
+    int saved = orion_current_device();
+    for (int d = 0; d < ORION_MAX_DEVICES; d++) {
+        if (s->attached[d] == 1) {
+            orion_set_current_device(d);
+            orionShmDetach(s->base);
+        }
+    }
+    orion_set_current_device(saved);
+    munmap((void *)s->base, s->size);
+    shm_unlink(s->name);
+    free(s);
+    return 1;
+}
+
+int orion_shm_usable(const void *ptr, size_t len)
+{
+    uintptr_t p = (uintptr_t)ptr;
+    int device = orion_current_device();
+    if (device < 0 || device >= ORION_MAX_DEVICES)
+        return 0;
+    pthread_mutex_lock(&lock);
+    segment *s = segments;
+    while (s && !(p >= s->base && p - s->base < s->size))
+        s = s->next;
+    int usable = 0;
+    if (s && len <= s->size - (p - s->base)) {
+        if (!s->attached[device]) {
+            uint16_t remote;
+            orion_session *session = orion_session_of(device, &remote);
+            int local = session && orion_session_is_local(session);
+            cudaError_t before = orion_take_last_error(0);
+            s->attached[device] = local && orionShmAttach(s->name, s->size, s->base) ==
+                                  cudaSuccess ? 1 : 2;
+            orion_set_last_error(before);
+            if (s->attached[device] == 2 && local)
+                ORION_WARN("worker could not map %s: copies of it travel as bytes", s->name);
+        }
+        usable = s->attached[device] == 1;
+    }
+    pthread_mutex_unlock(&lock);
+    return usable;
+}
