@@ -27,9 +27,10 @@ log = logging.getLogger("orion.worker")
 
 # A client must connect this soon after the session is opened, or the worker gives up.
 CONNECT_TIMEOUT_S = 15.0
-# Errors that poison the context: every later call returns them (CUDA's sticky errors).
-STICKY_ERRORS = {700, 701, 702, 703, 704, 710, 711, 712, 713, 714, 715, 716, 717, 718,
-                 719, 720}
+# Errors that poison the context: every later call returns them (CUDA's sticky errors:
+# illegal address, launch timeout, device assert, hardware stack error, illegal
+# instruction, misaligned address, invalid address space, invalid PC, launch failure).
+STICKY_ERRORS = {700, 702, 710, 714, 715, 716, 717, 718, 719}
 
 
 class Session:
@@ -82,6 +83,8 @@ class Session:
             status, *outs = handler(*args)
             status = int(status)
             if status:
+                if status != B.cudaErrorNotReady:
+                    log.info("%s returned %d", call.name, status)
                 if status in STICKY_ERRORS:
                     self.sticky_error = status
                 return status, b"", []

@@ -11,11 +11,15 @@
 #include "orion.h"
 #include "shm.h"
 
+enum { MAPPED = 1, UNMAPPABLE = 2, SHARED = 3 };
+
 typedef struct segment {
     uintptr_t base;
     size_t size;
     char name[64];
-    unsigned char attached[ORION_MAX_DEVICES];   /* 1 mapped, 2 cannot be (remote) */
+    /* per device: 0 not yet asked, MAPPED by this device's worker, SHARED: mapped by
+     * the same worker for another device, UNMAPPABLE: remote or refused */
+    unsigned char attached[ORION_MAX_DEVICES];
     struct segment *next;
 } segment;
 
@@ -65,7 +69,7 @@ int orion_shm_free(void *ptr)
         return 0;
     int saved = orion_current_device();
     for (int d = 0; d < ORION_MAX_DEVICES; d++) {
-        if (s->attached[d] == 1) {
+        if (s->attached[d] == MAPPED) {
             orion_set_current_device(d);
             orionShmDetach(s->base);
         }
@@ -89,18 +93,21 @@ int orion_shm_usable(const void *ptr, size_t len)
         s = s->next;
     int usable = 0;
     if (s && len <= s->size - (p - s->base)) {
+        uint16_t remote;
+        orion_session *session = orion_session_of(device, &remote);
+        for (int d = 0; d < ORION_MAX_DEVICES && !s->attached[device]; d++)
+            if (s->attached[d] == MAPPED && orion_session_of(d, &remote) == session)
+                s->attached[device] = SHARED;
         if (!s->attached[device]) {
-            uint16_t remote;
-            orion_session *session = orion_session_of(device, &remote);
             int local = session && orion_session_is_local(session);
             cudaError_t before = orion_take_last_error(0);
             s->attached[device] = local && orionShmAttach(s->name, s->size, s->base) ==
-                                  cudaSuccess ? 1 : 2;
+                                  cudaSuccess ? MAPPED : UNMAPPABLE;
             orion_set_last_error(before);
-            if (s->attached[device] == 2 && local)
+            if (s->attached[device] == UNMAPPABLE && local)
                 ORION_WARN("worker could not map %s: copies of it travel as bytes", s->name);
         }
-        usable = s->attached[device] == 1;
+        usable = s->attached[device] == MAPPED || s->attached[device] == SHARED;
     }
     pthread_mutex_unlock(&lock);
     return usable;

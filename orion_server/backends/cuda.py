@@ -98,6 +98,10 @@ class CudaBackend(B.Backend):
     # ---- device selection ----
     def _activate(self) -> None:
         (err,) = rt.cudaSetDevice(self.vgpus[self.device].gpu_index)
+        if not err:
+            # cudaFree(0) makes the primary context current now, so driver-API calls
+            # (module loads, host registration) never meet a missing context
+            (err,) = rt.cudaFree(0)
         if err:
             raise B.CudaError(int(err), "cannot make the GPU current")
 
@@ -457,6 +461,48 @@ class CudaBackend(B.Backend):
                 return (0, v.index)
         return (B.cudaErrorInvalidDevice,)
 
+    # ---- peers: vGPU numbers in, physical GPUs underneath ----
+    def _gpu(self, device: int) -> int:
+        if not 0 <= device < len(self.vgpus):
+            raise B.CudaError(B.cudaErrorInvalidDevice, f"no vGPU {device}")
+        return self.vgpus[device].gpu_index
+
+    def cudaDeviceCanAccessPeer(self, device: int, peer: int):
+        gpu, peer_gpu = self._gpu(device), self._gpu(peer)
+        if device == peer:
+            return (0, 0)
+        if gpu == peer_gpu:    # two vGPUs of one GPU share its memory and context
+            return (0, 1)
+        err, can = rt.cudaDeviceCanAccessPeer(gpu, peer_gpu)
+        return (_status(err),) if err else (0, can)
+
+    def cudaDeviceEnablePeerAccess(self, peer: int, flags: int):
+        if self._gpu(peer) == self._gpu(self.device):
+            return (0 if peer != self.device else B.cudaErrorInvalidDevice,)
+        return (_status(rt.cudaDeviceEnablePeerAccess(self._gpu(peer), flags)[0]),)
+
+    def cudaDeviceDisablePeerAccess(self, peer: int):
+        if self._gpu(peer) == self._gpu(self.device):
+            return (0 if peer != self.device else B.cudaErrorInvalidDevice,)
+        return (_status(rt.cudaDeviceDisablePeerAccess(self._gpu(peer))[0]),)
+
+    def cudaDeviceGetP2PAttribute(self, attr: int, src: int, dst: int):
+        if src == dst:
+            return (B.cudaErrorInvalidDevice,)
+        if self._gpu(src) == self._gpu(dst):
+            return (0, 1)
+        err, value = rt.cudaDeviceGetP2PAttribute(attr, self._gpu(src), self._gpu(dst))
+        return (_status(err),) if err else (0, value)
+
+    def cudaStreamGetDevice(self, stream: int):
+        self._check_stream(stream)
+        err, gpu = rt.cudaStreamGetDevice(stream)
+        if err:
+            return (_status(err),)
+        if self.vgpus[self.device].gpu_index == gpu:
+            return (0, self.device)
+        return (0, next(v.index for v in self.vgpus if v.gpu_index == gpu))
+
     # ---- texture and surface objects ----
     def _check_resource(self, res: bytes) -> None:
         # cudaResourceDesc: int resType, then at offset 8 the array handle or devPtr
@@ -621,6 +667,12 @@ class CudaBackend(B.Backend):
         if not 0 <= device < len(self.vgpus):
             return (B.cudaErrorInvalidDevice,)
         return self._graph_out("pool", rt.cudaDeviceGetMemPool(self.vgpus[device].gpu_index))
+
+    def cudaDeviceSetMemPool(self, device: int, pool: int):
+        if not 0 <= device < len(self.vgpus):
+            return (B.cudaErrorInvalidDevice,)
+        self._check_pool(pool)
+        return (_status(rt.cudaDeviceSetMemPool(self.vgpus[device].gpu_index, pool)[0]),)
 
     def cudaMemPoolCreate(self, props: bytes | None):
         if props is None:
@@ -907,11 +959,9 @@ def _forwarder(name: str):
 
 for _name in ("cudaDeviceSynchronize", "cudaDeviceSetLimit", "cudaDeviceGetLimit",
               "cudaDeviceGetCacheConfig", "cudaDeviceSetCacheConfig",
-              "cudaDeviceGetStreamPriorityRange", "cudaDeviceCanAccessPeer",
-              "cudaDeviceEnablePeerAccess", "cudaDeviceDisablePeerAccess",
-              "cudaDeviceGetP2PAttribute", "cudaCtxResetPersistingL2Cache",
+              "cudaDeviceGetStreamPriorityRange", "cudaCtxResetPersistingL2Cache",
               "cudaStreamGetPriority", "cudaStreamGetFlags", "cudaStreamGetId",
-              "cudaStreamGetDevice", "cudaStreamQuery", "cudaStreamSynchronize",
+              "cudaStreamQuery", "cudaStreamSynchronize",
               "cudaStreamWaitEvent", "cudaStreamIsCapturing",
               "cudaEventRecord", "cudaEventRecordWithFlags", "cudaEventQuery",
               "cudaEventSynchronize", "cudaProfilerStart", "cudaProfilerStop"):

@@ -113,7 +113,7 @@ def server_sessions(pool) -> list:
 def test_killed_client_is_cleaned_up_within_5_seconds(host_pool, shim_dir, program_dir,
                                                       tmp_path):
     path = programs.build("hold", program_dir)
-    proc = subprocess.Popen([str(path)], env=shim_env(host_pool, shim_dir, tmp_path),
+    proc = subprocess.Popen([str(path), "600"], env=shim_env(host_pool, shim_dir, tmp_path),
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "READY"

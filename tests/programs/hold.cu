@@ -1,18 +1,20 @@
-// Takes a vGPU, allocates memory, says READY and then waits to be killed: the fault
-// tests kill it with SIGKILL and check that the server and controller clean up.
+// Takes a vGPU, allocates memory, says READY and then holds it for argv[1] seconds
+// (default 1): the fault tests kill it with SIGKILL meanwhile and check that the
+// server and controller clean up.
 #define PROGRAM_NAME "hold"
 #include "common.h"
 
 #include <unistd.h>
 
-int main() {
+int main(int argc, char** argv) {
+  const int seconds = argc > 1 ? atoi(argv[1]) : 1;
   void* d = nullptr;
   CHECK(cudaMalloc(&d, 64 << 20));
   CHECK(cudaMemset(d, 0, 64 << 20));
   CHECK(cudaDeviceSynchronize());
   printf("READY\n");
   fflush(stdout);
-  for (int i = 0; i < 600; ++i) {   // ten minutes at most, then give up by itself
+  for (int i = 0; i < seconds; ++i) {
     sleep(1);
     CHECK(cudaDeviceSynchronize());
   }
