@@ -68,6 +68,8 @@ class Backend:
     def __init__(self, vgpus: list[VGpu]):
         self.vgpus = vgpus
         self.device = 0
+        # set by the worker: runs host function <id> in the client, blocking until done
+        self.run_host_function = lambda ident: None
 
     def set_device(self, index: int) -> None:
         """Make vGPU `index` current for the calls that follow (header's device field)."""

@@ -41,6 +41,7 @@ class WorkerProcess:
     grants: list
     process: subprocess.Popen
     address: str = ""
+    events: str = ""
     log_path: Path = field(default_factory=Path)
 
 
@@ -134,14 +135,16 @@ class Server:
             proc.wait()
             return {"ok": False, "error": f"worker for session {session} did not start; "
                                           f"see {log_path}"}
-        worker.address = json.loads(line)["worker"]
+        ready = json.loads(line)
+        worker.address, worker.events = ready["worker"], ready["events"]
         with self.lock:
             self.workers[session] = worker
         threading.Thread(target=self.watch, args=(worker,), daemon=True).start()
         log.info("session %s: lease %s, client %s pid %s (%s), %d vGPU(s), worker pid %d at %s",
                  session, lease, client.get("host"), client.get("pid"), client.get("app"),
                  len(vgpus), proc.pid, worker.address)
-        return {"ok": True, "session": session, "worker": worker.address}
+        return {"ok": True, "session": session, "worker": worker.address,
+                "events": worker.events}
 
     def backend_options(self) -> dict:
         if self.cfg.backend == "host":

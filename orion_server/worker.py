@@ -21,6 +21,7 @@ import zmq.utils.monitor
 from . import backend as B
 from . import wire
 from .device_output import DeviceOutput
+from .host_functions import HostFunctions
 from .generated.cudart_table import CALLS
 
 log = logging.getLogger("orion.worker")
@@ -175,20 +176,28 @@ def main(argv: list[str] | None = None) -> int:
     vgpus = [B.VGpu(**v) for v in config["vgpus"]]
     backend = make_backend(config.get("backend", "cuda"), vgpus, config.get("backend_options", {}))
     session = Session(backend)
+    address = config["address"]
+    host_functions = HostFunctions(address.replace(".sock", "-events.sock")
+                                   if address.startswith("ipc://") else
+                                   address.rsplit(":", 1)[0] + ":*")
+    backend.run_host_function = host_functions.run
 
     def ready(bound: str) -> None:
         # oriond reads this one line to learn where the client should connect; after it,
         # stdout carries device printf, which goes to the client instead
-        sys.stdout.write(json.dumps({"worker": bound}) + "\n")
+        sys.stdout.write(json.dumps({"worker": bound, "events": host_functions.address}) +
+                         "\n")
         sys.stdout.flush()
         session.output = DeviceOutput()
 
     try:
-        serve(config["address"], session, ready)
+        serve(address, session, ready)
     finally:
+        host_functions.close()   # first: streams blocked on the client's functions go on
         backend.close()
-        if config["address"].startswith("ipc://"):
-            Path(config["address"][len("ipc://"):]).unlink(missing_ok=True)
+        for endpoint in (address, host_functions.address):
+            if endpoint.startswith("ipc://"):
+                Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
         log.info("session closed")
     return 0
 

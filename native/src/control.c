@@ -145,7 +145,8 @@ void orion_release(const orion_config *cfg, const orion_lease *lease)
 }
 
 int orion_open_session(const orion_config *cfg, const orion_lease *lease, const char *server,
-                       char *worker, size_t worker_size, char *why, size_t why_size)
+                       char *worker, char *events, size_t address_size, char *why,
+                       size_t why_size)
 {
     cJSON *body = cJSON_CreateObject();
     cJSON_AddStringToObject(body, "op", "open_session");
@@ -170,7 +171,8 @@ int orion_open_session(const orion_config *cfg, const orion_lease *lease, const 
     cJSON_Delete(body);
     if (!reply)
         return -1;
-    copy_string(reply, "worker", worker, worker_size);
+    copy_string(reply, "worker", worker, address_size);
+    copy_string(reply, "events", events, address_size);
     cJSON_Delete(reply);
     if (!worker[0]) {
         snprintf(why, why_size, "%s opened no worker", server);

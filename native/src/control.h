@@ -26,6 +26,7 @@ typedef struct orion_lease {
 int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size);
 void orion_release(const orion_config *cfg, const orion_lease *lease);
 /* Open a session on `server` for the grants of the lease held there; the worker's
- * address comes back in `worker`. */
+ * call and host-function addresses come back in `worker` and `events`. */
 int orion_open_session(const orion_config *cfg, const orion_lease *lease, const char *server,
-                       char *worker, size_t worker_size, char *why, size_t why_size);
+                       char *worker, char *events, size_t address_size, char *why,
+                       size_t why_size);

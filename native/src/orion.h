@@ -66,7 +66,9 @@ orion_session *orion_session_of(int device, uint16_t *remote_index);
 const struct orion_device_snapshot *orion_snapshot(int device);
 
 /* ---- transport (transport.c) ---- */
-orion_session *orion_session_open(const char *worker_address);
+orion_session *orion_session_open(const char *worker_address, const char *events_address);
+const char *orion_session_events(const orion_session *s);
+void orion_callbacks_stop(void);   /* before the sessions close */
 void orion_session_close(orion_session *s);
 int orion_session_is_local(const orion_session *s);   /* ipc://: same host */
 void *orion_zmq_context(void);

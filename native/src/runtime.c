@@ -35,6 +35,7 @@ static __thread cudaError_t last_error;
 
 static void shutdown_runtime(void)
 {
+    orion_callbacks_stop();
     for (int i = 0; i < session_count; i++)
         orion_session_close(sessions[i]);
     session_count = device_count = 0;
@@ -48,12 +49,13 @@ static void shutdown_runtime(void)
 /* Open the session of one server and attach its devices to the device table. */
 static int open_server(const char *server)
 {
-    char worker[300], why[512];
-    if (orion_open_session(&config, &lease, server, worker, sizeof worker, why, sizeof why)) {
+    char worker[300], events[300], why[512];
+    if (orion_open_session(&config, &lease, server, worker, events, sizeof worker, why,
+                           sizeof why)) {
         ORION_ERROR("cannot open a session on %s: %s", server, why);
         return -1;
     }
-    orion_session *s = orion_session_open(worker);
+    orion_session *s = orion_session_open(worker, events);
     if (!s)
         return -1;
     sessions[session_count++] = s;

@@ -26,6 +26,7 @@ struct orion_session {
     int connected;      /* the worker accepted us at least once */
     int dead;           /* the worker disconnected: every call fails from now on */
     char address[256];
+    char events[256];   /* the worker's host-function channel (callbacks.c) */
     uint64_t unmatched; /* replies whose seq matched no waiting call (logged) */
 };
 
@@ -43,7 +44,7 @@ void *orion_zmq_context(void)
     return context;
 }
 
-orion_session *orion_session_open(const char *worker_address)
+orion_session *orion_session_open(const char *worker_address, const char *events_address)
 {
     static int counter;
     orion_session *s = calloc(1, sizeof *s);
@@ -51,6 +52,7 @@ orion_session *orion_session_open(const char *worker_address)
         return NULL;
     pthread_mutex_init(&s->lock, NULL);
     snprintf(s->address, sizeof s->address, "%s", worker_address);
+    snprintf(s->events, sizeof s->events, "%s", events_address);
     s->sock = zmq_socket(orion_zmq_context(), ZMQ_DEALER);
     int linger = 0, no_reconnect = -1, hb_ivl = 1000, hb_timeout = 5000;
     zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
@@ -69,6 +71,11 @@ orion_session *orion_session_open(const char *worker_address)
         return NULL;
     }
     return s;
+}
+
+const char *orion_session_events(const orion_session *s)
+{
+    return s->events;
 }
 
 int orion_session_is_local(const orion_session *s)

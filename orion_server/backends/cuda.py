@@ -26,6 +26,7 @@ _SPECIAL_STREAMS = (0, 1, 2)       # legacy default, cudaStreamLegacy, cudaStrea
 _DIM3 = struct.Struct("<III")
 _FUNC_ATTRS = struct.Struct("<QQQ13i16i")
 _MAX_ATTR = 148
+_HOST_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _A = drv.CUfunction_attribute
 # cudaFuncAttributes field order, each from the driver's attribute of the same meaning
 _FUNC_ATTR_ORDER = (
@@ -93,6 +94,7 @@ class CudaBackend(B.Backend):
         self.modules: dict[tuple[int, int], object] = {}   # (hash, gpu) -> CUmodule
         self.functions: dict[int, object] = {}       # handle -> CUfunction
         self.segments = Segments()                   # the client's page-locked memory
+        self._stub = None                            # C entry of host functions
         self._activate()
 
     # ---- device selection ----
@@ -752,6 +754,22 @@ class CudaBackend(B.Backend):
 
     def orionMemcpyShmAsync(self, dst: int, src: int, count: int, kind: int, stream: int):
         return self.orionMemcpyShm(dst, src, count, kind, stream, sync=False)
+
+    # ---- host functions: run in the client, in stream order ----
+    def orionHostFunc(self, stream: int, ident: int):
+        self._check_stream(stream)
+        # the driver calls this on its own thread when the stream reaches it; the
+        # stream waits until the client has run the function
+        (err,) = drv.cuLaunchHostFunc(stream, self._host_fn_stub, ident)
+        return (_status(err),)
+
+    @property
+    def _host_fn_stub(self):
+        if self._stub is None:
+            run = self.run_host_function
+            self._stub_keepalive = _HOST_FN(lambda data: run(data or 0))
+            self._stub = drv.CUhostFn(ctypes.cast(self._stub_keepalive, ctypes.c_void_p).value)
+        return self._stub
 
     # ---- streams and events ----
     def _new_stream(self, result):

@@ -36,7 +36,7 @@ from ..backend import Backend, CudaError, VGpu
 from ..shm import Segments
 from . import fatbin, host_device
 from .host_arrays import Array, ArrayCalls, Resource
-from .host_graph import (CAPTURE_GLOBAL, CAPTURE_RELAXED, NODE_GRAPH, NODE_KERNEL,
+from .host_graph import (CAPTURE_GLOBAL, CAPTURE_RELAXED, NODE_GRAPH, NODE_HOST, NODE_KERNEL,
                          NODE_MEMCPY, NODE_MEMSET, Capture, Copy, Graph, GraphCalls,
                          GraphExec, Launch, Memset)
 from .host_kernels import KernelCalls
@@ -219,6 +219,8 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, Backend):
                        op.dpitch, src, spitch, op.width, op.height)
         elif type_ == NODE_KERNEL:
             self._record_launch(op, stream)
+        elif type_ == NODE_HOST:
+            self.run_host_function(op)   # the client runs it; the stream waits
         elif type_ == NODE_GRAPH:
             for node in op.order():
                 self._run(node.type, node.op, stream)
@@ -278,6 +280,10 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, Backend):
         _copy_rows(memoryview(out), width,
                    self.memory.view(src, _span(spitch, width, height)), spitch, width, height)
         return 0, out
+
+    def orionHostFunc(self, stream: int, ident: int):
+        self._submit(self._stream(stream), NODE_HOST, ident)
+        return (0,)
 
     def _memset_on(self, stream: int, memsets: list[Memset]) -> tuple:
         s = self._stream(stream)
