@@ -17,6 +17,7 @@ typedef struct host_fn {
     cudaStreamCallback_t callback;  /* or cudaStreamAddCallback */
     cudaStream_t stream;
     void *data;
+    int persistent;                 /* a graph's host node: runs at every launch */
     struct host_fn *next;
 } host_fn;
 
@@ -33,6 +34,7 @@ static int channel_count;
 static uint64_t next_id;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The entry of `id`, unlinked unless it is a graph's (those stay for the next launch). */
 static host_fn *take(uint64_t id)
 {
     pthread_mutex_lock(&lock);
@@ -40,7 +42,7 @@ static host_fn *take(uint64_t id)
     while (*link && (*link)->id != id)
         link = &(*link)->next;
     host_fn *f = *link;
-    if (f)
+    if (f && !f->persistent)
         *link = f->next;
     pthread_mutex_unlock(&lock);
     return f;
@@ -62,7 +64,8 @@ static void *serve(void *arg)
                 f->fn(f->data);
             else
                 f->callback(f->stream, cudaSuccess, f->data);
-            free(f);
+            if (!f->persistent)
+                free(f);
         }
         zmq_send(c->sock, &id, sizeof id, 0);   /* the stream may go on */
     }
@@ -98,8 +101,9 @@ static channel *channel_of_current(void)
     return c;
 }
 
-static cudaError_t enqueue(cudaStream_t stream, cudaHostFn_t fn, cudaStreamCallback_t callback,
-                           void *data)
+/* Record a host function under a new id, with the channel that will announce it. */
+static cudaError_t add(cudaHostFn_t fn, cudaStreamCallback_t callback, cudaStream_t stream,
+                       void *data, int persistent, host_fn **out)
 {
     cudaError_t err = orion_init();
     if (err != cudaSuccess)
@@ -107,18 +111,39 @@ static cudaError_t enqueue(cudaStream_t stream, cudaHostFn_t fn, cudaStreamCallb
     host_fn *f = calloc(1, sizeof *f);
     if (!f)
         return orion_fail(cudaErrorMemoryAllocation);
-    *f = (host_fn){0, fn, callback, stream, data, NULL};
+    *f = (host_fn){0, fn, callback, stream, data, persistent, NULL};
     pthread_mutex_lock(&lock);
     channel *c = channel_of_current();
-    f->id = ++next_id;
-    f->next = due;
-    due = f;
+    if (c) {
+        f->id = ++next_id;
+        f->next = due;
+        due = f;
+    }
     pthread_mutex_unlock(&lock);
     if (!c) {
-        take(f->id);
         free(f);
         return orion_fail(ORION_TRANSPORT_ERROR);
     }
+    *out = f;
+    return cudaSuccess;
+}
+
+cudaError_t orion_host_fn_persistent(cudaHostFn_t fn, void *data, uint64_t *id)
+{
+    host_fn *f;
+    cudaError_t err = add(fn, NULL, NULL, data, 1, &f);
+    if (err == cudaSuccess)
+        *id = f->id;
+    return err;
+}
+
+static cudaError_t enqueue(cudaStream_t stream, cudaHostFn_t fn, cudaStreamCallback_t callback,
+                           void *data)
+{
+    host_fn *f;
+    cudaError_t err = add(fn, callback, stream, data, 0, &f);
+    if (err != cudaSuccess)
+        return err;
     err = orionHostFunc(stream, f->id);
     if (err != cudaSuccess && take(f->id))
         free(f);

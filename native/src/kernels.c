@@ -269,8 +269,7 @@ static cudaError_t resolve(const void *func, kernel_info **info)
     return err;
 }
 
-static cudaError_t launch(const void *func, dim3 grid, dim3 block, void **args, size_t shmem,
-                          cudaStream_t stream, unsigned flags)
+cudaError_t orion_pack_args(const void *func, void **args, orion_packed_args *out)
 {
     kernel_info *info;
     cudaError_t err = resolve(func, &info);
@@ -278,16 +277,33 @@ static cudaError_t launch(const void *func, dim3 grid, dim3 block, void **args, 
         return err;
     if (info->count && !args)
         return orion_fail(cudaErrorInvalidValue);
-    unsigned char small[4096];
-    unsigned char *packed = info->end <= sizeof small ? small : malloc(info->end);
-    if (!packed)
+    out->function = info->handle;
+    out->size = info->end;
+    out->bytes = info->end <= sizeof out->small ? out->small : malloc(info->end);
+    if (!out->bytes)
         return orion_fail(cudaErrorMemoryAllocation);
-    memset(packed, 0, info->end);   /* padding between parameters is sent as zeros */
+    memset(out->bytes, 0, info->end);   /* padding between parameters is sent as zeros */
     for (uint32_t i = 0; i < info->count; i++)
-        memcpy(packed + info->offset[i], args[i], info->size[i]);
-    err = orionLaunchKernel(info->handle, grid, block, shmem, stream, flags, packed, info->end);
-    if (packed != small)
-        free(packed);
+        memcpy(out->bytes + info->offset[i], args[i], info->size[i]);
+    return cudaSuccess;
+}
+
+void orion_packed_args_free(orion_packed_args *packed)
+{
+    if (packed->bytes != packed->small)
+        free(packed->bytes);
+}
+
+static cudaError_t launch(const void *func, dim3 grid, dim3 block, void **args, size_t shmem,
+                          cudaStream_t stream, unsigned flags)
+{
+    orion_packed_args packed;
+    cudaError_t err = orion_pack_args(func, args, &packed);
+    if (err != cudaSuccess)
+        return err;
+    err = orionLaunchKernel(packed.function, grid, block, shmem, stream, flags, packed.bytes,
+                            packed.size);
+    orion_packed_args_free(&packed);
     return err;
 }
 

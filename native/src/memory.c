@@ -170,6 +170,9 @@ cudaError_t cudaHostAlloc(void **pHost, size_t size, unsigned int flags)
             free(p);
         return orion_fail(cudaErrorMemoryAllocation);
     }
+    /* map it in the current device's worker now: registering memory later, say during
+     * a stream capture, would break the capture */
+    orion_shm_usable(p, size ? size : 1);
     *pHost = p;
     return cudaSuccess;
 }

@@ -1,0 +1,117 @@
+"""GPU backend: modules, kernels, launches, function attributes and occupancy."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from cuda.bindings import driver as drv
+
+from .. import backend as B
+from .cuda_common import DIM3, FUNC_ATTR_ORDER, FUNC_ATTRS, status
+
+
+class KernelCalls:
+    # ---- modules and kernels ----
+    def orionModuleLoad(self, module: int, image, size: int):
+        self.images.setdefault(module, bytes(image))
+        return (status(self._module(module)[0]),)
+
+    def _module(self, module: int):
+        key = (module, self.vgpus[self.device].gpu_index)
+        if key in self.modules:
+            return 0, self.modules[key]
+        if module not in self.images:
+            return B.cudaErrorInvalidResourceHandle, None
+        err, mod = drv.cuModuleLoadData(self.images[module])
+        if err:
+            return status(err), None
+        self.modules[key] = mod
+        return 0, mod
+
+    def orionFunctionInfo(self, module: int, name: str, size: int, _size: int):
+        err, mod = self._module(module)
+        if err:
+            return (err,)
+        err, func = drv.cuModuleGetFunction(mod, name.encode())
+        if err:
+            return (B.cudaErrorInvalidDeviceFunction,)
+        params = []
+        while True:
+            err, offset, psize = drv.cuFuncGetParamInfo(func, len(params))
+            if err:
+                break
+            params.append((offset, psize))
+        info = struct.pack("<QI", int(func), len(params)) + b"".join(
+            struct.pack("<II", o, s) for o, s in params)
+        if len(info) > size:
+            return (B.cudaErrorInvalidValue,)
+        self.functions[int(func)] = (func, np.array([o for o, _ in params], dtype=np.uint64))
+        return (0, info.ljust(size, b"\0"))
+
+    def orionVarInfo(self, module: int, name: str):
+        err, mod = self._module(module)
+        if err:
+            return (err,)
+        err, ptr, size = drv.cuModuleGetGlobal(mod, name.encode())
+        if err:
+            return (13,)   # cudaErrorInvalidSymbol
+        self.globals[int(ptr)] = size
+        return (0, int(ptr), size)
+
+    def orionLaunchKernel(self, function: int, grid: bytes, block: bytes, shared: int,
+                          stream: int, flags: int, args, size: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        self._check_stream(stream)
+        func, offsets = entry
+        buf = np.frombuffer(args, dtype=np.uint8)
+        pointers = offsets + np.uint64(buf.ctypes.data) if len(offsets) else offsets
+        params = pointers.ctypes.data if len(offsets) else 0
+        gx, gy, gz = DIM3.unpack(grid)
+        bx, by, bz = DIM3.unpack(block)
+        launch = drv.cuLaunchCooperativeKernel if flags & 1 else drv.cuLaunchKernel
+        if flags & 1:
+            (err,) = launch(func, gx, gy, gz, bx, by, bz, shared, stream, params)
+        else:
+            (err,) = launch(func, gx, gy, gz, bx, by, bz, shared, stream, params, 0)
+        return (status(err),)
+
+    def orionFuncGetAttributes(self, function: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        values = []
+        for attr in FUNC_ATTR_ORDER:
+            err, value = drv.cuFuncGetAttribute(attr, entry[0])
+            values.append(0 if err else value)
+        shared, const, local, *ints = values
+        return (0, FUNC_ATTRS.pack(shared, const, local, *ints, *([0] * 16)))
+
+    def orionFuncSetAttribute(self, function: int, attr: int, value: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        return (status(drv.cuFuncSetAttribute(entry[0], drv.CUfunction_attribute(attr),
+                                               value)[0]),)
+
+    def orionFuncSetCacheConfig(self, function: int, config: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        return (status(drv.cuFuncSetCacheConfig(entry[0], drv.CUfunc_cache(config))[0]),)
+
+    def orionOccupancy(self, function: int, block: int, smem: int, flags: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        err, n = drv.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(entry[0], block,
+                                                                          smem, flags)
+        return (status(err),) if err else (0, n)
+
+    def orionOccupancyAvailableSMem(self, function: int, blocks: int, block: int):
+        entry = self.functions.get(function)
+        if entry is None:
+            return (B.cudaErrorInvalidResourceHandle,)
+        err, n = drv.cuOccupancyAvailableDynamicSMemPerBlock(entry[0], blocks, block)
+        return (status(err),) if err else (0, n)
