@@ -79,3 +79,17 @@ class Backend:
 
     def close(self) -> None:
         """Free everything the session holds; called once when the client goes away."""
+
+    # Wire calls that exist because the client wraps the CUDA call (to track captures,
+    # to mirror pageable memory); on the server they are the CUDA call itself.
+    def orionStreamBeginCapture(self, *args):
+        return self.cudaStreamBeginCapture(*args)
+
+    def orionStreamEndCapture(self, *args):
+        return self.cudaStreamEndCapture(*args)
+
+    def orionGraphAddMemcpyNode(self, *args):
+        return self.cudaGraphAddMemcpyNode(*args)
+
+    def orionGraphAddMemcpyNode1D(self, *args):
+        return self.cudaGraphAddMemcpyNode1D(*args)

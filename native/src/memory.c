@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capture.h"
 #include "cudart_internal.h"
 #include "hostmem.h"
 #include "kernels.h"
@@ -39,6 +40,9 @@ static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcp
     if (kind == cudaMemcpyDeviceToHost && orion_shm_usable(dst, count))
         return is_async ? orionMemcpyShmAsync(dst, src, count, kind, stream)
                         : orionMemcpyShm(dst, src, count, kind, stream);
+    if (is_async && stream && (kind == cudaMemcpyHostToDevice ||
+                               kind == cudaMemcpyDeviceToHost) && orion_stream_capturing(stream))
+        return orion_captured_copy(dst, src, count, kind, stream);
     switch (kind) {
     case cudaMemcpyHostToHost:
         if (!is_async)
