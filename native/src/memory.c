@@ -1,5 +1,6 @@
 /* Copies and host memory: the client picks the wire call by direction, so host bytes
  * travel as bulk frames (docs/protocol.md) and device-to-device copies carry no data. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,71 @@ static int is_device(const void *ptr)
     int device = orionPointerType(ptr, &type) == cudaSuccess && type == cudaMemoryTypeDevice;
     orion_set_last_error(before);
     return device;
+}
+
+/* Same host, pageable memory: bulk bytes go through a staging segment the worker maps
+ * (one per session, used by one copy at a time), in chunks, never through the socket.
+ * Each chunk waits for its DMA: CUDA's pageable copies are synchronous in effect. */
+#define STAGING_MIN (256u << 10)
+#define STAGING_CHUNK (8u << 20)
+
+typedef struct staging {
+    orion_session *session;
+    char *buffer;
+    pthread_mutex_t lock;
+} staging;
+
+static staging stagings[ORION_MAX_DEVICES];
+static int n_stagings;
+static pthread_mutex_t stagings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The current device's staging buffer, locked; NULL where there is none (remote). */
+static staging *staging_acquire(void)
+{
+    uint16_t remote;
+    orion_session *s = orion_session_of(orion_current_device(), &remote);
+    if (!s || !orion_session_is_local(s))
+        return NULL;
+    pthread_mutex_lock(&stagings_lock);
+    staging *st = NULL;
+    for (int i = 0; i < n_stagings && !st; i++)
+        if (stagings[i].session == s)
+            st = &stagings[i];
+    if (!st && n_stagings < ORION_MAX_DEVICES) {
+        /* a session whose worker cannot map it keeps a NULL buffer: not asked again */
+        char *buffer = orion_shm_alloc(STAGING_CHUNK);
+        if (buffer && !orion_shm_usable(buffer, STAGING_CHUNK)) {
+            orion_shm_free(buffer);
+            buffer = NULL;
+        }
+        st = &stagings[n_stagings++];
+        st->session = s;
+        st->buffer = buffer;
+        pthread_mutex_init(&st->lock, NULL);
+    }
+    pthread_mutex_unlock(&stagings_lock);
+    if (st && st->buffer)
+        pthread_mutex_lock(&st->lock);
+    return st && st->buffer ? st : NULL;
+}
+
+static cudaError_t staged_copy(staging *st, void *dst, const void *src, size_t count,
+                               enum cudaMemcpyKind kind, cudaStream_t stream)
+{
+    cudaError_t err = cudaSuccess;
+    for (size_t done = 0; err == cudaSuccess && done < count; done += STAGING_CHUNK) {
+        size_t n = count - done < STAGING_CHUNK ? count - done : STAGING_CHUNK;
+        if (kind == cudaMemcpyHostToDevice) {
+            memcpy(st->buffer, (const char *)src + done, n);
+            err = orionMemcpyShm((char *)dst + done, st->buffer, n, kind, stream);
+        } else {
+            err = orionMemcpyShm(st->buffer, (const char *)src + done, n, kind, stream);
+            if (err == cudaSuccess)
+                memcpy((char *)dst + done, st->buffer, n);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    return err;
 }
 
 static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
@@ -43,6 +109,12 @@ static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcp
     if (is_async && stream && (kind == cudaMemcpyHostToDevice ||
                                kind == cudaMemcpyDeviceToHost) && orion_stream_capturing(stream))
         return orion_captured_copy(dst, src, count, kind, stream);
+    if (count >= STAGING_MIN && (kind == cudaMemcpyHostToDevice ||
+                                 kind == cudaMemcpyDeviceToHost)) {
+        staging *st = staging_acquire();
+        if (st)
+            return staged_copy(st, dst, src, count, kind, stream);
+    }
     switch (kind) {
     case cudaMemcpyHostToHost:
         if (!is_async)
