@@ -5,8 +5,9 @@ It exists for tests only and is never GPU support: kernels are recorded, not run
 by kernels are garbage here, while everything else it can observe behaves as on a GPU:
 memory contents and copies in every shape, the vGPU's memory limit, CUDA's error codes
 for bad pointers, handles and launch configurations, streams, events, stream capture
-and graphs of memsets, copies and launches, memory pools, and the device description a
-client builds cudaGetDeviceProperties from.
+and graphs (memset, memcpy, kernel, host-function, empty and child-graph nodes, exec
+updates), memory pools, and the device description a client builds
+cudaGetDeviceProperties from.
 
 Errors are raised as CudaError (the worker answers with the status); handlers return
 (0, *outs). The handlers of arrays and textures, graphs, and modules and kernels are in
@@ -20,7 +21,10 @@ host_arrays, host_graph and host_kernels. Where this differs from a GPU:
     capture leaves the memory allocated (graphs have no alloc/free nodes here);
   * module variables are allocated on first lookup, charged to the vGPU, and their
     initial bytes are the cubin's without relocations (a __device__ pointer
-    initialised with another symbol's address starts as null).
+    initialised with another symbol's address starts as null);
+  * a failed cudaGraphExecUpdate answers cudaErrorGraphExecUpdateFailure, but the
+    cudaGraphExecUpdateResultInfo it would fill in cannot travel (a failed call has no
+    outputs on the wire); host_graph.ExecUpdateFailure holds it, and the log shows it.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ from . import fatbin, host_device
 from .host_arrays import Array, ArrayCalls, Resource
 from .host_graph import (CAPTURE_GLOBAL, CAPTURE_RELAXED, NODE_GRAPH, NODE_HOST, NODE_KERNEL,
                          NODE_MEMCPY, NODE_MEMSET, Capture, Copy, Graph, GraphCalls,
-                         GraphExec, Launch, Memset)
+                         GraphExec, Launch, Memcpy3D, Memset)
 from .host_kernels import KernelCalls
 from .host_memory import Memory, MemPool, align_up
 
@@ -210,13 +214,11 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, Backend):
     def _run(self, type_: int, op, stream: Stream) -> None:
         if type_ == NODE_MEMSET:
             self._memset(op)
+        elif type_ == NODE_MEMCPY and isinstance(op, Memcpy3D):
+            for copy in self._memcpy_copies(op):     # the client's pointers, as of now
+                self._copy(copy)
         elif type_ == NODE_MEMCPY:
-            src, spitch = op.data, op.width          # bytes from the host come packed
-            if src is None:
-                src, spitch = self.memory.view(op.src, _span(op.spitch, op.width,
-                                                             op.height)), op.spitch
-            _copy_rows(self.memory.view(op.dst, _span(op.dpitch, op.width, op.height)),
-                       op.dpitch, src, spitch, op.width, op.height)
+            self._copy(op)
         elif type_ == NODE_KERNEL:
             self._record_launch(op, stream)
         elif type_ == NODE_HOST:
@@ -224,6 +226,14 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, Backend):
         elif type_ == NODE_GRAPH:
             for node in op.order():
                 self._run(node.type, node.op, stream)
+
+    def _copy(self, op: Copy) -> None:
+        src, spitch = op.data, op.width          # bytes from the host come packed
+        if src is None:
+            src, spitch = self.memory.view(op.src, _span(op.spitch, op.width,
+                                                         op.height)), op.spitch
+        _copy_rows(self.memory.view(op.dst, _span(op.dpitch, op.width, op.height)),
+                   op.dpitch, src, spitch, op.width, op.height)
 
     def _checked_memset(self, m: Memset) -> Memset:
         if m.element_size not in (1, 2, 4):
@@ -756,7 +766,7 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, Backend):
             raise CudaError(cudaErrorStreamCaptureMerge, "the event belongs to another capture")
         return (0,)
 
-    def cudaStreamBeginCapture(self, stream, mode):
+    def orionStreamBeginCapture(self, stream, mode):
         s = self._stream(stream)
         if stream in LEGACY_STREAMS:
             raise CudaError(cudaErrorStreamCaptureUnsupported, "the legacy stream cannot capture")
@@ -769,7 +779,7 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, Backend):
         self.captures.append(s.capture)
         return (0,)
 
-    def cudaStreamEndCapture(self, stream):
+    def orionStreamEndCapture(self, stream):
         s = self._stream(stream)
         capture = s.capture
         if capture is None:

@@ -85,8 +85,10 @@ class KernelCalls:
             self.variables[key] = address
         return 0, self.variables[key], var.size
 
-    def orionLaunchKernel(self, function, grid, block, sharedMem, stream, flags, args,
-                          argsSize):
+    def _checked_launch(self, function, grid: bytes, block: bytes, shared: int, flags: int,
+                        args, size: int) -> Launch:
+        """A launch of `function`, checked as the driver checks it (stream launches and
+        kernel nodes alike)."""
         _, kernel = self._function(function)
         grid, block = _DIM3.unpack(grid), _DIM3.unpack(block)
         threads = block[0] * block[1] * block[2]
@@ -100,15 +102,19 @@ class KernelCalls:
             raise CudaError(cudaErrorLaunchOutOfResources,
                             f"{kernel.name} runs at most "
                             f"{host_device.max_threads_per_block(kernel)} threads per block")
-        if sharedMem > self._max_dynamic_shared(function, kernel):
+        if shared > self._max_dynamic_shared(function, kernel):
             raise CudaError(B.cudaErrorInvalidValue,
-                            f"{kernel.name}: {sharedMem} bytes of dynamic shared memory, "
+                            f"{kernel.name}: {shared} bytes of dynamic shared memory, "
                             f"{self._max_dynamic_shared(function, kernel)} allowed")
-        if len(args) != argsSize or argsSize != kernel.param_end:
+        if len(args) != size or size != kernel.param_end:
             raise CudaError(B.cudaErrorInvalidValue, f"{kernel.name} takes {kernel.param_end} "
                                                      f"bytes of arguments, got {len(args)}")
-        s = self._stream(stream)
-        self._submit(s, NODE_KERNEL, Launch(function, grid, block, sharedMem, flags, bytes(args)))
+        return Launch(function, grid, block, shared, flags, bytes(args))
+
+    def orionLaunchKernel(self, function, grid, block, sharedMem, stream, flags, args,
+                          argsSize):
+        launch = self._checked_launch(function, grid, block, sharedMem, flags, args, argsSize)
+        self._submit(self._stream(stream), NODE_KERNEL, launch)
         return (0,)
 
     def orionFuncGetAttributes(self, function):

@@ -282,10 +282,10 @@ def test_copies_with_shared_page_locked_memory(two, segment):
 
     # a captured copy reads the client's memory when the graph runs, not before
     _, s = two.cudaStreamCreate()
-    two.cudaStreamBeginCapture(s, 0)
+    two.orionStreamBeginCapture(s, 0)
     two.orionMemcpyShmAsync(p, CLIENT_BASE, 4, 1, s)
     two.orionMemcpyShmAsync(CLIENT_BASE + 8, p, 4, 2, s)
-    _, graph = two.cudaStreamEndCapture(s)
+    _, graph = two.orionStreamEndCapture(s)
     _, graph_exec = two.cudaGraphInstantiate(graph, 0)
     for round_ in range(3):
         client[0:4] = bytes([round_]) * 4
@@ -357,13 +357,13 @@ def test_capture_records_instead_of_running(b):
     _, p = b.cudaMalloc(16)
     _, q = b.cudaMalloc(16)
     assert b.cudaStreamIsCapturing(s) == (0, 0)
-    assert b.cudaStreamBeginCapture(s, 0) == (0,)
+    assert b.orionStreamBeginCapture(s, 0) == (0,)
     assert b.cudaStreamIsCapturing(s) == (0, 1)
     b.cudaMemsetAsync(p, 1, 16, s)
     h2d(b, p + 8, b"ABCDEFGH", s)
     b.orionMemcpyDtoDAsync(q, p, 16, s)
     assert d2h(b, p, 16) == bytes(16)                        # legacy stream: not captured
-    result, graph = b.cudaStreamEndCapture(s)
+    result, graph = b.orionStreamEndCapture(s)
     assert result == 0 and b.cudaStreamIsCapturing(s) == (0, 0)
     _, graph_exec = b.cudaGraphInstantiate(graph, 0)
     assert d2h(b, q, 16) == bytes(16)
@@ -374,27 +374,27 @@ def test_capture_records_instead_of_running(b):
 def test_what_a_capture_forbids(b):
     _, s = b.cudaStreamCreate()
     _, p = b.cudaMalloc(16)
-    assert status(b.cudaStreamBeginCapture, 0, 0) == 900      # the legacy stream
-    b.cudaStreamBeginCapture(s, 0)
-    assert status(b.cudaStreamBeginCapture, s, 0) == 401
+    assert status(b.orionStreamBeginCapture, 0, 0) == 900      # the legacy stream
+    b.orionStreamBeginCapture(s, 0)
+    assert status(b.orionStreamBeginCapture, s, 0) == 401
     assert status(b.orionMemcpyDtoH, 16, p, 16, s) == 900     # its bytes are needed now
     assert b.cudaStreamIsCapturing(s) == (0, 2)                # invalidated
     assert status(b.cudaMemsetAsync, p, 0, 16, s) == 901
-    assert status(b.cudaStreamEndCapture, s) == 901
-    assert status(b.cudaStreamEndCapture, s) == 401            # no capture any more
+    assert status(b.orionStreamEndCapture, s) == 901
+    assert status(b.orionStreamEndCapture, s) == 401            # no capture any more
 
-    b.cudaStreamBeginCapture(s, 0)                             # global mode
+    b.orionStreamBeginCapture(s, 0)                             # global mode
     assert status(b.cudaMalloc, 16) == 900                    # unsafe during capture
-    assert status(b.cudaStreamEndCapture, s) == 901
-    b.cudaStreamBeginCapture(s, 0)
+    assert status(b.orionStreamEndCapture, s) == 901
+    b.orionStreamBeginCapture(s, 0)
     assert b.cudaThreadExchangeStreamCaptureMode(2) == (0, 0)  # this thread: relaxed
     assert b.cudaMalloc(16)[0] == 0
     assert b.cudaThreadExchangeStreamCaptureMode(0) == (0, 2)
     assert status(b.cudaStreamSynchronize, s) == 900
-    assert status(b.cudaStreamEndCapture, s) == 901
-    b.cudaStreamBeginCapture(s, 2)                             # relaxed capture
+    assert status(b.orionStreamEndCapture, s) == 901
+    b.orionStreamBeginCapture(s, 2)                             # relaxed capture
     assert b.cudaMalloc(16)[0] == 0
-    assert b.cudaStreamEndCapture(s)[0] == 0
+    assert b.orionStreamEndCapture(s)[0] == 0
 
 
 def test_fork_and_join_through_events(b):
@@ -403,7 +403,7 @@ def test_fork_and_join_through_events(b):
     _, fork = b.cudaEventCreate()
     _, join = b.cudaEventCreate()
     _, p = b.cudaMalloc(8)
-    b.cudaStreamBeginCapture(origin, 0)
+    b.orionStreamBeginCapture(origin, 0)
     b.cudaMemsetAsync(p, 1, 4, origin)
     b.cudaEventRecord(fork, origin)
     b.cudaStreamWaitEvent(side, fork, 0)
@@ -411,8 +411,8 @@ def test_fork_and_join_through_events(b):
     b.cudaMemsetAsync(p + 4, 2, 4, side)
     b.cudaEventRecord(join, side)
     b.cudaStreamWaitEvent(origin, join, 0)
-    assert status(b.cudaStreamEndCapture, side) == 903         # not where it began
-    _, graph = b.cudaStreamEndCapture(origin)
+    assert status(b.orionStreamEndCapture, side) == 903         # not where it began
+    _, graph = b.orionStreamEndCapture(origin)
     assert b.cudaStreamIsCapturing(side) == (0, 0)
     assert d2h(b, p, 8) == bytes(8)
     _, graph_exec = b.cudaGraphInstantiate(graph, 0)
