@@ -41,14 +41,53 @@ static void write_back(void *data)
     memcpy(m->host, m->shared, m->size);
 }
 
+/* Mirrors made during a capture come from an arena mapped before the capture began:
+ * mapping (registering) memory while a capture runs would invalidate it. */
+#define ARENA_SIZE (16u << 20)
+static struct { char *base; size_t used; } arenas[ORION_MAX_DEVICES];
+
+static void prepare_arena(void)
+{
+    int device = orion_current_device();
+    if (device < 0 || device >= ORION_MAX_DEVICES || arenas[device].base)
+        return;
+    char *base = orion_shm_alloc(ARENA_SIZE);
+    if (base && !orion_shm_usable(base, ARENA_SIZE)) {
+        orion_shm_free(base);
+        base = NULL;
+    }
+    arenas[device].base = base;
+}
+
+static void *arena_take(size_t size)
+{
+    int device = orion_current_device();
+    size = (size + 63) & ~(size_t)63;
+    if (device < 0 || device >= ORION_MAX_DEVICES || !arenas[device].base ||
+        size > ARENA_SIZE - arenas[device].used)
+        return NULL;
+    void *p = arenas[device].base + arenas[device].used;
+    arenas[device].used += size;
+    return p;
+}
+
 /* Mirrors live as long as the process: a graph may run any number of times. */
 static mirror *new_mirror(void *host, size_t size)
 {
     mirror *m = malloc(sizeof *m);
-    void *shared = m ? orion_shm_alloc(size ? size : 1) : NULL;
-    if (!shared || !orion_shm_usable(shared, size ? size : 1)) {
-        if (shared)
+    if (!m)
+        return NULL;
+    pthread_mutex_lock(&lock);
+    void *shared = arena_take(size ? size : 1);
+    pthread_mutex_unlock(&lock);
+    if (!shared) {
+        shared = orion_shm_alloc(size ? size : 1);
+        if (shared && !orion_shm_usable(shared, size ? size : 1)) {
             orion_shm_free(shared);
+            shared = NULL;
+        }
+    }
+    if (!shared) {
         free(m);
         return NULL;
     }
@@ -68,6 +107,9 @@ int orion_stream_capturing(cudaStream_t stream)
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode)
 {
+    pthread_mutex_lock(&lock);
+    prepare_arena();
+    pthread_mutex_unlock(&lock);
     cudaError_t err = orionStreamBeginCapture(stream, mode);
     pthread_mutex_lock(&lock);
     if (err == cudaSuccess && n_capturing < MAX_CAPTURING)

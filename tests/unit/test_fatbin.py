@@ -384,10 +384,10 @@ def test_captured_launches_are_recorded_when_the_graph_runs(loaded):
     b, log = loaded
     handle, _ = _info(b, "_Z9no_paramsv")
     _, stream = b.cudaStreamCreate()
-    b.cudaStreamBeginCapture(stream, 0)
+    b.orionStreamBeginCapture(stream, 0)
     _launch(b, handle, b"", stream=stream)
     _launch(b, handle, b"", grid=_dim3(2), stream=stream)
-    _, graph = b.cudaStreamEndCapture(stream)
+    _, graph = b.orionStreamEndCapture(stream)
     assert b.launches == []
     _, graph_exec = b.cudaGraphInstantiate(graph, 0)
     for _ in range(3):
