@@ -8,6 +8,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "capture.h"
 #include "cudart_internal.h"
 #include "orion.h"
 
@@ -141,7 +142,8 @@ static cudaError_t enqueue(cudaStream_t stream, cudaHostFn_t fn, cudaStreamCallb
                            void *data)
 {
     host_fn *f;
-    cudaError_t err = add(fn, callback, stream, data, 0, &f);
+    /* captured into a graph, it runs at every launch of the graph: keep it */
+    cudaError_t err = add(fn, callback, stream, data, orion_stream_capturing(stream), &f);
     if (err != cudaSuccess)
         return err;
     err = orionHostFunc(stream, f->id);

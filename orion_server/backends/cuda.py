@@ -45,6 +45,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, B.Backend):
         self.functions: dict[int, object] = {}       # handle -> CUfunction
         self.segments = Segments()                   # the client's page-locked memory
         self._stub = None                            # C entry of host functions
+        self._launch_host_func = None                # the driver's, loaded on first use
         self._activate()
 
     # ---- device selection ----

@@ -12,6 +12,14 @@ from .. import backend as B
 from .cuda_common import DIM3, HOST_FN, from_bytes, status, to_bytes
 
 
+def _driver_launch_host_func():
+    """The driver's own cuLaunchHostFunc (see orionHostFunc for why not cuda-python's)."""
+    launch = ctypes.CDLL("libcuda.so.1").cuLaunchHostFunc
+    launch.argtypes = (ctypes.c_void_p, HOST_FN, ctypes.c_void_p)
+    launch.restype = ctypes.c_int
+    return launch
+
+
 class GraphCalls:
     # ---- graphs ----
     def _graph_out(self, kind: str, result):
@@ -102,17 +110,21 @@ class GraphCalls:
     # ---- host functions: run in the client, in stream order ----
     def orionHostFunc(self, stream: int, ident: int):
         self._check_stream(stream)
-        # the driver calls this on its own thread when the stream reaches it; the
-        # stream waits until the client has run the function
-        (err,) = drv.cuLaunchHostFunc(stream, self._host_fn_stub, ident)
-        return (status(err),)
+        # The driver calls the stub on its own thread when the stream reaches it; the
+        # stream waits until the client has run the function. The driver's entry point
+        # is called directly: cuda-python's wrapper frees its callback data after one
+        # call, but a captured host function runs at every launch of the graph.
+        if self._launch_host_func is None:
+            self._launch_host_func = _driver_launch_host_func()
+        return (self._launch_host_func(ctypes.c_void_p(stream), self._host_fn_stub(),
+                                       ctypes.c_void_p(ident)),)
 
-    @property
     def _host_fn_stub(self):
+        """The C-callable stub that runs host function <data> in the client (made once,
+        kept alive as long as the backend)."""
         if self._stub is None:
             run = self.run_host_function
-            self._stub_keepalive = HOST_FN(lambda data: run(data or 0))
-            self._stub = drv.CUhostFn(ctypes.cast(self._stub_keepalive, ctypes.c_void_p).value)
+            self._stub = HOST_FN(lambda data: run(data or 0))
         return self._stub
 
     # ---- nodes whose parameters the client packed ----
@@ -156,7 +168,7 @@ class GraphCalls:
     def orionGraphAddHostNode(self, graph, deps, count, ident):
         self._check("graph", graph)
         p = drv.CUDA_HOST_NODE_PARAMS()
-        p.fn = self._host_fn_stub
+        p.fn = drv.CUhostFn(ctypes.cast(self._host_fn_stub(), ctypes.c_void_p).value)
         p.userData = ident
         err, node = drv.cuGraphAddHostNode(graph, self._driver_nodes(deps, count), count, p)
         return self._new_node(err, node)
