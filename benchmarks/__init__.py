@@ -1,0 +1,1 @@
+"""Orion's benchmark suite: benchmarks/run_suite.py, benchmarks/NOTES.md."""
