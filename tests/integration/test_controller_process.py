@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +36,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(port: int, log: Path, *extra: str) -> subprocess.Popen:
+def start(port: int, log: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """A controller process; it keeps no state on disk and serves no REST API unless
+    `extra` says otherwise (later flags win)."""
     return subprocess.Popen(
         [sys.executable, "-m", "orion_controller", "--listen", "127.0.0.1", "--port", str(port),
-         "--log-file", str(log), *extra],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+         "--log-file", str(log), "--db", ":memory:", "--http-port", "0", *extra],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -53,11 +56,11 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Controller]:
+@contextmanager
+def running(log: Path, *extra: str, env: dict | None = None) -> Iterator[Controller]:
+    """A controller process that answers, stopped at the end."""
     port = free_port()
-    log = tmp_path / "controller.log"
-    process = start(port, log, "--lease-timeout", "1", "--node-timeout", "30")
+    process = start(port, log, *extra, env=env)
     try:
         addr = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 15
@@ -72,6 +75,13 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
         yield Controller(process, addr, log)
     finally:
         stop(process)
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    with running(tmp_path / "controller.log", "--lease-timeout", "1",
+                 "--node-timeout", "30") as started:
+        yield started
 
 
 def raw(addr: str, *frames: bytes) -> dict:

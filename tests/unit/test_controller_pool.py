@@ -120,10 +120,14 @@ def test_grants_are_atomic(pool: Pool) -> None:
 
 
 def test_policy_seam_orders_candidates(clock: Clock) -> None:
-    def last_gpu_first(slots, demand):
-        return sorted((s for s in slots if s.fits), key=lambda s: -s.gpu.index)
+    class LastGpuFirst:       # a policy ranks each GPU; smaller ranks are placed first
+        def rank(self, device) -> tuple:
+            return (-device.gpu.index,)
 
-    pool = Pool(clock=clock, policy=last_gpu_first)
+        def describe(self) -> str:
+            return "last GPU first"
+
+    pool = Pool(clock=clock, policy=LastGpuFirst())
     pool.register("a", "tcp://a:9960", gpus(40000, 40000), vgpu_count=1)
     assert placed(pool.allocate()) == ["a/1"]
 
