@@ -7,6 +7,7 @@ copied into frame 0.
 """
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -60,6 +61,34 @@ def parse_reply_header(frame: bytes | memoryview) -> tuple[int, int]:
     return status, seq
 
 
+@functools.lru_cache(maxsize=None)
+def _plan(call: Call) -> tuple:
+    """How to decode a call's arguments, fixed once per call: runs of fixed-size
+    parameters (values, and the lengths of buffers) become one struct unpack each; an
+    optional `in` or a string starts a step of its own. This is the hot path of every
+    call, so it is kept to a few C-level unpacks."""
+    steps, fmt, kinds = [], "", []
+    for p in call.params:
+        if p.kind in ("val", "inout", "in_buf", "out_buf"):
+            fmt += "Q" if p.kind in ("in_buf", "out_buf") else p.fmt
+            kinds.append(p.kind)
+        elif p.kind in ("in", "str"):
+            if kinds:
+                steps.append(("fixed", struct.Struct("<" + fmt), tuple(kinds)))
+                fmt, kinds = "", []
+            steps.append((p.kind, struct.Struct("<" + p.fmt) if p.kind == "in" else None, ()))
+    if kinds:
+        steps.append(("fixed", struct.Struct("<" + fmt), tuple(kinds)))
+    return tuple(steps)
+
+
+@functools.lru_cache(maxsize=None)
+def out_buf_positions(call: Call) -> tuple[int, ...]:
+    """Where the requested lengths of out_buf parameters sit among the decoded args."""
+    inputs = [p for p in call.params if p.kind != "out"]
+    return tuple(i for i, p in enumerate(inputs) if p.kind == "out_buf")
+
+
 def decode_args(call: Call, frame: memoryview, bulk: list[memoryview]) -> list:
     """The handler's arguments: every non-`out` parameter in order.
 
@@ -68,38 +97,35 @@ def decode_args(call: Call, frame: memoryview, bulk: list[memoryview]) -> list:
     """
     args, pos, next_bulk = [], HEADER_SIZE, 0
     try:
-        for p in call.params:
-            if p.kind in ("val", "inout"):
-                (value,) = struct.unpack_from("<" + p.fmt, frame, pos)
-                pos += struct.calcsize(p.fmt)
-                args.append(value)
-            elif p.kind == "in":
+        for step, layout, kinds in _plan(call):
+            if step == "fixed":
+                values = layout.unpack_from(frame, pos)
+                pos += layout.size
+                if "in_buf" not in kinds:
+                    args.extend(values)
+                    continue
+                for kind, value in zip(kinds, values):
+                    if kind == "in_buf":
+                        if next_bulk >= len(bulk) or len(bulk[next_bulk]) != value:
+                            raise WireError(f"{call.name}: a buffer of {value} bytes "
+                                            "is missing")
+                        value = bulk[next_bulk]
+                        next_bulk += 1
+                    args.append(value)
+            elif step == "in":
                 (present,) = _U8.unpack_from(frame, pos)
                 pos += 1
                 if present:
-                    size = struct.calcsize(p.fmt)
-                    (value,) = struct.unpack_from("<" + p.fmt, frame, pos)
-                    pos += size
-                    args.append(value)
+                    args.append(layout.unpack_from(frame, pos)[0])
+                    pos += layout.size
                 else:
                     args.append(None)
-            elif p.kind == "str":
+            else:
                 (n,) = _U32.unpack_from(frame, pos)
                 if pos + 4 + n > len(frame):
-                    raise WireError(f"{call.name}: string {p.name} runs past the frame")
+                    raise WireError(f"{call.name}: a string runs past the frame")
                 args.append(bytes(frame[pos + 4: pos + 4 + n]).decode())
                 pos += 4 + n
-            elif p.kind == "in_buf":
-                (n,) = _U64.unpack_from(frame, pos)
-                pos += 8
-                if next_bulk >= len(bulk) or len(bulk[next_bulk]) != n:
-                    raise WireError(f"{call.name}: buffer {p.name} of {n} bytes is missing")
-                args.append(bulk[next_bulk])
-                next_bulk += 1
-            elif p.kind == "out_buf":
-                (n,) = _U64.unpack_from(frame, pos)
-                pos += 8
-                args.append(n)
     except struct.error as e:
         raise WireError(f"{call.name}: truncated arguments ({e})") from None
     except UnicodeDecodeError:

@@ -2,7 +2,8 @@
 
 The worker binds one ROUTER socket, serves exactly one client (its session), and exits
 when that client disconnects, is killed, or never shows up; the backend then frees
-everything the session held. It runs in its own process so that a crash or a sticky
+everything the session held. A client on this host moves its calls to a shared-memory
+call ring (orion_server/ring.py) once the socket has connected. It runs in its own process so that a crash or a sticky
 CUDA error harms this client only.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import struct
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import zmq
 import zmq.utils.monitor
 
 from . import backend as B
+from . import ring
 from . import wire
 from .device_output import DeviceOutput
 from .host_functions import HostFunctions
@@ -27,6 +30,9 @@ log = logging.getLogger("orion.worker")
 
 # A client must connect this soon after the session is opened, or the worker gives up.
 CONNECT_TIMEOUT_S = 15.0
+# While the call ring is idle, look at the socket monitor this often (client gone?).
+RING_IDLE_S = 0.1
+_SEQ = struct.Struct("<Q")
 # Errors that poison the context: every later call returns them (CUDA's sticky errors:
 # illegal address, launch timeout, device assert, hardware stack error, illegal
 # instruction, misaligned address, invalid address space, invalid PC, launch failure).
@@ -88,8 +94,9 @@ class Session:
                 if status in STICKY_ERRORS:
                     self.sticky_error = status
                 return status, b"", []
-            sizes = [a for p, a in zip((p for p in call.params if p.kind != "out"), args)
-                     if p.kind == "out_buf"]
+            if call.is_async:    # nothing goes back: skip the reply's encoding
+                return 0, b"", []
+            sizes = [args[i] for i in wire.out_buf_positions(call)]
             payload, bulk_out = wire.encode_outs(call, tuple(outs), sizes)
             return 0, payload, bulk_out
         except wire.WireError as e:
@@ -134,13 +141,11 @@ def serve(address: str, session: Session, ready=None) -> None:
         while True:
             events = dict(poller.poll(1000))
             if monitor in events:
-                while monitor.poll(0):
-                    ev = zmq.utils.monitor.recv_monitor_message(monitor)
-                    if ev["event"] == zmq.EVENT_ACCEPTED:
-                        connected = True
-                    elif ev["event"] == zmq.EVENT_DISCONNECTED:
-                        log.info("client disconnected after %d calls", session.calls)
-                        return
+                accepted, gone = _monitor_events(monitor)
+                connected |= accepted
+                if gone:
+                    log.info("client disconnected after %d calls", session.calls)
+                    return
             if sock in events:
                 while True:
                     try:
@@ -149,6 +154,14 @@ def serve(address: str, session: Session, ready=None) -> None:
                         break
                     identity, rest = frames[0], frames[1:]
                     if not rest:
+                        continue
+                    name = ring.offered_name(rest[0].buffer)
+                    if name is not None:
+                        call_ring = _take_ring(name, sock, identity, rest[0].buffer)
+                        if call_ring is not None:
+                            _serve_ring(call_ring, sock, poller, monitor, session,
+                                        identity.bytes)
+                            return
                         continue
                     reply = session.handle(rest)
                     if reply is not None:
@@ -160,6 +173,71 @@ def serve(address: str, session: Session, ready=None) -> None:
         sock.disable_monitor()
         monitor.close(0)
         sock.close(0)
+
+
+def _monitor_events(monitor) -> tuple[bool, bool]:
+    """Pending monitor events: (a client connected, a client disconnected)."""
+    accepted = gone = False
+    while monitor.poll(0):
+        event = zmq.utils.monitor.recv_monitor_message(monitor)["event"]
+        accepted |= event == zmq.EVENT_ACCEPTED
+        gone |= event == zmq.EVENT_DISCONNECTED
+    return accepted, gone
+
+
+def _take_ring(name: str, sock, identity, head) -> ring.CallRing | None:
+    """Answer a ring offer: status 0 and the ring, or an error status and None."""
+    try:
+        call_ring, status = ring.CallRing(name), 0
+        log.info("call ring up: %s, %d KiB of requests, %d KiB of replies", name,
+                 call_ring.request_size >> 10, call_ring.reply_size >> 10)
+    except ring.RingError as e:
+        log.warning("call ring refused, calls stay on the socket: %s", e)
+        call_ring, status = None, B.cudaErrorNotSupported
+    seq = _SEQ.unpack_from(head, 16)[0]
+    sock.send_multipart([identity.bytes, wire.pack_reply_header(status, seq)])
+    return call_ring
+
+
+def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Session,
+                client: bytes) -> None:
+    """Every call of the session from now on, in the ring's order, until the client
+    disconnects (the socket's monitor still says so) or breaks the ring."""
+    try:
+        while True:
+            frames = call_ring.next_request(RING_IDLE_S)
+            if frames is None:            # idle: is the client still there?
+                if _monitor_events(monitor)[1]:
+                    break
+                continue
+            if frames is ring.ON_SOCKET:
+                frames = _next_on_socket(sock, poller, monitor)
+                if frames is None:
+                    break
+            reply = session.handle(frames)
+            call_ring.finish()
+            if reply is None:
+                continue
+            seq = _SEQ.unpack_from(reply[0], 16)[0]
+            if not call_ring.reply(seq, reply):
+                sock.send_multipart([client, *reply], copy=False)
+                call_ring.reply_on_socket(seq)
+        log.info("client disconnected after %d calls", session.calls)
+    except ring.RingError as e:
+        log.error("the client broke the call ring after %d calls: %s", session.calls, e)
+    finally:
+        call_ring.close()
+
+
+def _next_on_socket(sock, poller, monitor) -> list | None:
+    """The request frames the ring said the socket carries; None if the client is gone."""
+    while True:
+        try:
+            return sock.recv_multipart(zmq.NOBLOCK, copy=False)[1:]
+        except zmq.Again:
+            pass
+        if monitor in dict(poller.poll(1000)) and _monitor_events(monitor)[1]:
+            return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from ..shm import Segments
 from .cuda_common import MAX_ATTR, SPECIAL_STREAMS, status, valid_attr
 from .cuda_graphs import GraphCalls
 from .cuda_kernels import KernelCalls
+from .cuda_launch import Launcher
 from .cuda_memory import MemoryCalls
 from .cuda_objects import ObjectCalls
 
@@ -46,6 +47,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, B.Backend):
         self.segments = Segments()                   # the client's page-locked memory
         self._stub = None                            # C entry of host functions
         self._launch_host_func = None                # the driver's, loaded on first use
+        self.launcher = Launcher()                   # the launch fast path
         self._activate()
 
     # ---- device selection ----

@@ -7,7 +7,7 @@ import numpy as np
 from cuda.bindings import driver as drv
 
 from .. import backend as B
-from .cuda_common import DIM3, FUNC_ATTR_ORDER, FUNC_ATTRS, status
+from .cuda_common import DIM3, FUNC_ATTR_ORDER, FUNC_ATTRS, SPECIAL_STREAMS, status
 
 
 class KernelCalls:
@@ -63,18 +63,18 @@ class KernelCalls:
         entry = self.functions.get(function)
         if entry is None:
             return (B.cudaErrorInvalidResourceHandle,)
-        self._check_stream(stream)
+        if stream not in self.streams and stream not in SPECIAL_STREAMS:
+            return (B.cudaErrorInvalidResourceHandle,)
+        if not flags & 1:
+            return (self.launcher.launch(function, DIM3.unpack(grid), DIM3.unpack(block),
+                                         shared, stream, args),)
+        # cooperative launches take no packed buffer: one pointer per parameter
         func, offsets = entry
         buf = np.frombuffer(args, dtype=np.uint8)
         pointers = offsets + np.uint64(buf.ctypes.data) if len(offsets) else offsets
-        params = pointers.ctypes.data if len(offsets) else 0
-        gx, gy, gz = DIM3.unpack(grid)
-        bx, by, bz = DIM3.unpack(block)
-        launch = drv.cuLaunchCooperativeKernel if flags & 1 else drv.cuLaunchKernel
-        if flags & 1:
-            (err,) = launch(func, gx, gy, gz, bx, by, bz, shared, stream, params)
-        else:
-            (err,) = launch(func, gx, gy, gz, bx, by, bz, shared, stream, params, 0)
+        (err,) = drv.cuLaunchCooperativeKernel(func, *DIM3.unpack(grid), *DIM3.unpack(block),
+                                               shared, stream,
+                                               pointers.ctypes.data if len(offsets) else 0)
         return (status(err),)
 
     def orionFuncGetAttributes(self, function: int):
