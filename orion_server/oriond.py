@@ -49,6 +49,7 @@ class Server:
         self.cfg = cfg
         self.gpus = {g.index: g for g in gpus}
         self.workers: dict[str, WorkerProcess] = {}
+        self.standby: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.server_url = f"tcp://{cfg.bind_addr}:{cfg.listen_port}"
@@ -122,11 +123,12 @@ class Server:
         worker_cfg = {"address": address, "vgpus": vgpus, "backend": self.cfg.backend,
                       "log_file": str(log_path), "log_level": self.cfg.log_level,
                       "backend_options": self.backend_options()}
-        env = dict(os.environ)
-        env.pop("LD_LIBRARY_PATH", None)   # never let the client shim into the server
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orion_server.worker", "--config", json.dumps(worker_cfg)],
-            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = self.take_standby()
+        try:
+            proc.stdin.write((json.dumps(worker_cfg) + "\n").encode())
+            proc.stdin.close()
+        except OSError:
+            pass   # it died: the ready line below will not come, and that is reported
         worker = WorkerProcess(session, lease, grants, proc, log_path=log_path)
         line = self.read_ready_line(proc)
         if not line:
@@ -144,6 +146,32 @@ class Server:
                  len(vgpus), proc.pid, worker.address)
         return {"ok": True, "session": session, "worker": worker.address,
                 "events": worker.events}
+
+    # ---- standby workers: started ahead, so a session does not wait for imports ----
+    def spawn_standby(self) -> subprocess.Popen:
+        env = dict(os.environ)
+        env.pop("LD_LIBRARY_PATH", None)   # never let the client shim into the server
+        return subprocess.Popen(
+            [sys.executable, "-m", "orion_server.worker", "--backend", self.cfg.backend],
+            stdout=subprocess.PIPE, stdin=subprocess.PIPE, env=env, start_new_session=True)
+
+    def take_standby(self) -> subprocess.Popen:
+        """The waiting standby worker (or a new one), and another started in its place."""
+        with self.lock:
+            proc, self.standby = self.standby, None
+        if proc is None or proc.poll() is not None:
+            proc = self.spawn_standby()
+        threading.Thread(target=self.refill_standby, daemon=True).start()
+        return proc
+
+    def refill_standby(self) -> None:
+        fresh = self.spawn_standby()
+        with self.lock:
+            if self.standby is None and not self.stopping.is_set():
+                self.standby, fresh = fresh, None
+        if fresh is not None:
+            fresh.kill()
+            fresh.wait()
 
     def backend_options(self) -> dict:
         if self.cfg.backend == "host":
@@ -206,6 +234,7 @@ class Server:
         sock.bind(f"tcp://{self.cfg.bind_addr}:{self.cfg.listen_port}")
         heartbeat = threading.Thread(target=self.heartbeat_loop, daemon=True)
         heartbeat.start()
+        self.refill_standby()
         log.info("oriond %s listening on %s (%s backend)", self.cfg.node, self.server_url,
                  self.cfg.backend)
         try:
@@ -226,6 +255,9 @@ class Server:
             self.stopping.set()
             with self.lock:
                 workers = list(self.workers.values())
+                if self.standby is not None:
+                    self.standby.kill()
+                    self.standby.wait()
             for w in workers:
                 w.process.terminate()
             for w in workers:

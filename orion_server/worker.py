@@ -2,13 +2,14 @@
 
 The worker binds one ROUTER socket, serves exactly one client (its session), and exits
 when that client disconnects, is killed, or never shows up; the backend then frees
-everything the session held. A client on this host moves its calls to a shared-memory
-call ring (orion_server/ring.py) once the socket has connected. It runs in its own process so that a crash or a sticky
-CUDA error harms this client only.
+everything the session held. It runs in its own process so that a crash or a sticky
+CUDA error harms this client only. A client on this host moves its calls from the socket
+to a shared-memory call ring (orion_server/ring.py) once it has connected.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import struct
@@ -240,11 +241,29 @@ def _next_on_socket(sock, poller, monitor) -> list | None:
             return None
 
 
+def prewarm(backend: str) -> None:
+    """What a standby worker does before it has a session: import the backend and, for
+    GPUs, initialise the driver, so a client's first call does not wait for them."""
+    importlib.import_module(f"orion_server.backends.{backend}")
+    if backend == "cuda":
+        from cuda.bindings import driver
+        driver.cuInit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Orion session worker (started by oriond)")
-    parser.add_argument("--config", required=True, help="session description, JSON")
+    parser.add_argument("--config", help="session description, JSON (default: read one "
+                                         "line from stdin, after warming up)")
+    parser.add_argument("--backend", default="cuda", help="backend to warm up while waiting")
     args = parser.parse_args(argv)
-    config = json.loads(args.config)
+    if args.config:
+        config = json.loads(args.config)
+    else:
+        prewarm(args.backend)
+        line = sys.stdin.readline()
+        if not line:
+            return 0    # oriond stopped before this standby got a session
+        config = json.loads(line)
     log_file = config.get("log_file")
     logging.basicConfig(
         level=config.get("log_level", "INFO"),
