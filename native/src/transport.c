@@ -1,8 +1,11 @@
-/* The ZeroMQ call channel of one session: a DEALER socket to the client's worker.
+/* The call channel of one session: a DEALER socket to the client's worker and, when the
+ * worker is on this host, the call ring (ring.h) that then carries every call.
  *
  * One lock per session keeps calls in program order whichever thread makes them: an
  * asynchronous call is sent under it, a synchronous call holds it until its reply is in.
- * A socket monitor tells when the worker has gone, so no call waits for a dead peer.
+ * A socket monitor tells when the worker has gone, so no call waits for a dead peer; the
+ * socket stays connected for it (and for the rare message too big for the ring) while
+ * the ring carries the calls.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -12,11 +15,18 @@
 #include <zmq.h>
 
 #include "orion.h"
+#include "ring.h"
 
 #define HEADER_SIZE 24
+#define MAGIC 0x314E524Fu
 #define CONNECT_TIMEOUT_MS 5000
 #define POLL_MS 1000
 #define REPLY_OUTPUT 2   /* reply flag: the last frame is device printf output */
+/* Not a CUDA call: offers the worker a call ring (docs/protocol.md); crc32("orionCallRing") */
+#define RING_CALL_ID 0xD6DFA992u
+/* While waiting on the ring, look at the socket monitor this often: the ring cannot
+ * tell that the worker died. */
+#define RING_CHECK_US 100000
 
 struct orion_session {
     void *sock;
@@ -28,6 +38,7 @@ struct orion_session {
     char address[256];
     char events[256];   /* the worker's host-function channel (callbacks.c) */
     uint64_t unmatched; /* replies whose seq matched no waiting call (logged) */
+    orion_ring *ring;   /* set once the worker took it: every call goes through it */
 };
 
 static void *context;
@@ -43,6 +54,8 @@ void *orion_zmq_context(void)
     pthread_once(&context_once, create_context);
     return context;
 }
+
+static void offer_ring(orion_session *s);
 
 orion_session *orion_session_open(const char *worker_address, const char *events_address)
 {
@@ -70,6 +83,9 @@ orion_session *orion_session_open(const char *worker_address, const char *events
         orion_session_close(s);
         return NULL;
     }
+    const char *ring = getenv("ORION_SHM_RING");
+    if (orion_session_is_local(s) && !(ring && strcmp(ring, "0") == 0))
+        offer_ring(s);
     return s;
 }
 
@@ -90,6 +106,7 @@ void orion_session_close(orion_session *s)
     zmq_socket_monitor(s->sock, NULL, 0);
     zmq_close(s->monitor);
     zmq_close(s->sock);
+    orion_ring_destroy(s->ring);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -120,13 +137,8 @@ static void drain_monitor(orion_session *s)
     }
 }
 
-static cudaError_t send_locked(orion_session *s, orion_msg *m)
+static cudaError_t socket_send(orion_session *s, orion_msg *m)
 {
-    drain_monitor(s);
-    if (s->dead)
-        return ORION_TRANSPORT_ERROR;
-    uint64_t seq = ++s->seq;
-    memcpy(m->args + 16, &seq, sizeof seq);
     int more = m->n_in ? ZMQ_SNDMORE : 0;
     if (zmq_send(s->sock, m->args, m->len, more) < 0)
         return ORION_TRANSPORT_ERROR;
@@ -136,6 +148,42 @@ static cudaError_t send_locked(orion_session *s, orion_msg *m)
             return ORION_TRANSPORT_ERROR;
     }
     return cudaSuccess;
+}
+
+static cudaError_t ring_send(orion_session *s, orion_msg *m)
+{
+    orion_frame frames[1 + ORION_MAX_BUFS] = {{m->args, m->len}};
+    for (int i = 0; i < m->n_in; i++)
+        frames[i + 1] = (orion_frame){m->in_buf[i], m->in_len[i]};
+    int n = 1 + m->n_in;
+    unsigned flags = 0;
+    for (;;) {
+        int rc = orion_ring_put(s->ring, frames, n, flags, RING_CHECK_US);
+        if (rc == ORION_RING_OK)
+            return cudaSuccess;
+        if (rc == ORION_RING_TOO_BIG) {
+            /* rare (bulk bytes of this host go through shared segments): the frames go
+             * on the socket, and a record in the ring tells the worker when to read them */
+            if (socket_send(s, m) != cudaSuccess)
+                return ORION_TRANSPORT_ERROR;
+            n = 0;
+            flags = ORION_RING_ON_SOCKET;
+            continue;
+        }
+        drain_monitor(s);   /* the ring stays full: is the worker still there? */
+        if (s->dead)
+            return ORION_TRANSPORT_ERROR;
+    }
+}
+
+static cudaError_t send_locked(orion_session *s, orion_msg *m)
+{
+    drain_monitor(s);
+    if (s->dead)
+        return ORION_TRANSPORT_ERROR;
+    uint64_t seq = ++s->seq;
+    memcpy(m->args + 16, &seq, sizeof seq);
+    return s->ring ? ring_send(s, m) : socket_send(s, m);
 }
 
 cudaError_t orion_session_send(orion_session *s, orion_msg *m)
@@ -166,21 +214,36 @@ static void discard_rest(void *sock)
     }
 }
 
-/* The last frame of a reply flagged OUTPUT: what the kernels printed, for our stdout. */
-static void write_device_output(void *sock)
+/* What the kernels printed (a reply's last frame when flagged OUTPUT), for our stdout. */
+static void write_device_output(const void *text, size_t len)
 {
-    int more = 0;
-    size_t sz = sizeof more;
-    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
-    if (!more)
-        return;
-    zmq_msg_t text;
-    zmq_msg_init(&text);
-    if (zmq_msg_recv(&text, sock, 0) >= 0) {
-        fwrite(zmq_msg_data(&text), 1, zmq_msg_size(&text), stdout);
-        fflush(stdout);
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+}
+
+/* Frame 0 of a reply: 1 when it answers `seq` (its status and flags out, the packed
+ * outputs kept in m->reply), 0 when it is malformed or answers another call (logged). */
+static int take_head(orion_session *s, orion_msg *m, const uint8_t *data, size_t size,
+                     uint64_t seq, uint32_t *status, uint16_t *flags)
+{
+    uint64_t reply_seq = 0;
+    if (size >= HEADER_SIZE) {
+        memcpy(flags, data + 6, 2);
+        memcpy(status, data + 8, 4);
+        memcpy(&reply_seq, data + 16, 8);
     }
-    zmq_msg_close(&text);
+    if (size < HEADER_SIZE || reply_seq != seq) {
+        s->unmatched++;
+        ORION_WARN("dropped a reply for call %llu while waiting for %llu (%llu so far)",
+                   (unsigned long long)reply_seq, (unsigned long long)seq,
+                   (unsigned long long)s->unmatched);
+        return 0;
+    }
+    m->reply_len = size - HEADER_SIZE;
+    m->reply = m->reply_len ? malloc(m->reply_len) : NULL;
+    if (m->reply)
+        memcpy(m->reply, data + HEADER_SIZE, m->reply_len);
+    return 1;
 }
 
 /* Receive one reply; 1 when it answered `seq` (status in *err), 0 for a stray one. */
@@ -193,30 +256,15 @@ static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError
         *err = ORION_TRANSPORT_ERROR;
         return 1;
     }
-    const uint8_t *data = zmq_msg_data(&head);
-    size_t size = zmq_msg_size(&head);
     uint32_t status = 0;
     uint16_t flags = 0;
-    uint64_t reply_seq = 0;
-    if (size >= HEADER_SIZE) {
-        memcpy(&flags, data + 6, 2);
-        memcpy(&status, data + 8, 4);
-        memcpy(&reply_seq, data + 16, 8);
-    }
-    if (size < HEADER_SIZE || reply_seq != seq) {
-        s->unmatched++;
-        ORION_WARN("dropped a reply for call %llu while waiting for %llu (%llu so far)",
-                   (unsigned long long)reply_seq, (unsigned long long)seq,
-                   (unsigned long long)s->unmatched);
-        zmq_msg_close(&head);
+    int matched = take_head(s, m, zmq_msg_data(&head), zmq_msg_size(&head), seq, &status,
+                            &flags);
+    zmq_msg_close(&head);
+    if (!matched) {
         discard_rest(s->sock);
         return 0;
     }
-    m->reply_len = size - HEADER_SIZE;
-    m->reply = m->reply_len ? malloc(m->reply_len) : NULL;
-    if (m->reply)
-        memcpy(m->reply, data + HEADER_SIZE, m->reply_len);
-    zmq_msg_close(&head);
     *err = (cudaError_t)status;
     /* out_buf frames go straight into the caller's memory: one copy, no staging */
     for (int i = 0; status == 0 && i < m->n_out; i++) {
@@ -230,37 +278,114 @@ static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError
             break;
         }
     }
-    if (flags & REPLY_OUTPUT)
-        write_device_output(s->sock);
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(s->sock, ZMQ_RCVMORE, &more, &sz);
+    if ((flags & REPLY_OUTPUT) && more) {
+        zmq_msg_t text;
+        zmq_msg_init(&text);
+        if (zmq_msg_recv(&text, s->sock, 0) >= 0)
+            write_device_output(zmq_msg_data(&text), zmq_msg_size(&text));
+        zmq_msg_close(&text);
+    }
     discard_rest(s->sock);
     return 1;
+}
+
+/* The reply to `seq` from the socket. */
+static cudaError_t socket_wait(orion_session *s, orion_msg *m, uint64_t seq)
+{
+    cudaError_t err = cudaSuccess;
+    long long started = now_ms();
+    for (;;) {
+        zmq_pollitem_t items[] = {{s->sock, 0, ZMQ_POLLIN, 0}, {s->monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, POLL_MS) < 0 && zmq_errno() != EINTR)
+            return ORION_TRANSPORT_ERROR;
+        if ((items[0].revents & ZMQ_POLLIN) && receive_reply(s, m, seq, &err))
+            return err;
+        drain_monitor(s);
+        if (s->dead || (!s->connected && now_ms() - started > CONNECT_TIMEOUT_MS)) {
+            if (!s->dead)
+                ORION_ERROR("worker %s did not accept the connection", s->address);
+            s->dead = 1;
+            return ORION_TRANSPORT_ERROR;
+        }
+    }
+}
+
+/* The reply to `seq` from the ring (or from the socket, where the ring says it went). */
+static cudaError_t ring_wait(orion_session *s, orion_msg *m, uint64_t seq)
+{
+    while (!orion_ring_wait_reply(s->ring, seq, RING_CHECK_US)) {
+        drain_monitor(s);
+        if (s->dead)
+            return ORION_TRANSPORT_ERROR;
+    }
+    orion_frame frames[2 + ORION_MAX_BUFS];
+    unsigned ring_flags;
+    int n = orion_ring_reply(s->ring, frames, 2 + ORION_MAX_BUFS, &ring_flags);
+    if (n >= 0 && (ring_flags & ORION_RING_ON_SOCKET))
+        return socket_wait(s, m, seq);
+    uint32_t status = 0;
+    uint16_t flags = 0;
+    if (n < 1 || !take_head(s, m, frames[0].data, frames[0].len, seq, &status, &flags)) {
+        ORION_ERROR("malformed reply in the call ring for call %llu", (unsigned long long)seq);
+        return ORION_TRANSPORT_ERROR;
+    }
+    for (int i = 0; status == 0 && i < m->n_out; i++) {
+        if (i + 1 >= n || frames[i + 1].len != m->out_len[i]) {
+            ORION_ERROR("reply buffer %d: got %zu bytes, expected %zu", i,
+                        i + 1 < n ? frames[i + 1].len : 0, m->out_len[i]);
+            return ORION_TRANSPORT_ERROR;
+        }
+        memcpy(m->out_buf[i], frames[i + 1].data, m->out_len[i]);
+    }
+    if ((flags & REPLY_OUTPUT) && n > 1)
+        write_device_output(frames[n - 1].data, frames[n - 1].len);
+    return (cudaError_t)status;
 }
 
 cudaError_t orion_session_call(orion_session *s, orion_msg *m)
 {
     pthread_mutex_lock(&s->lock);
     cudaError_t err = send_locked(s, m);
-    uint64_t seq = s->seq;
-    long long started = now_ms();
-    while (err == cudaSuccess) {
-        zmq_pollitem_t items[] = {{s->sock, 0, ZMQ_POLLIN, 0}, {s->monitor, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, POLL_MS) < 0 && zmq_errno() != EINTR) {
-            err = ORION_TRANSPORT_ERROR;
-            break;
-        }
-        if (items[0].revents & ZMQ_POLLIN) {
-            if (receive_reply(s, m, seq, &err))
-                break;
-            continue;
-        }
-        drain_monitor(s);
-        if (s->dead || (!s->connected && now_ms() - started > CONNECT_TIMEOUT_MS)) {
-            if (!s->dead)
-                ORION_ERROR("worker %s did not accept the connection", s->address);
-            s->dead = 1;
-            err = ORION_TRANSPORT_ERROR;
-        }
-    }
+    if (err == cudaSuccess)
+        err = s->ring ? ring_wait(s, m, s->seq) : socket_wait(s, m, s->seq);
     pthread_mutex_unlock(&s->lock);
     return err;
+}
+
+/* Offer the worker a call ring, over the socket: a request of the data-plane header with
+ * the call id RING_CALL_ID and the ring's name as a `str` argument. Status 0 means the
+ * worker has mapped it and now reads calls there only; anything else (an older worker, a
+ * worker that cannot map it) leaves the session on the socket. */
+static void offer_ring(orion_session *s)
+{
+    orion_ring *ring = orion_ring_create();
+    if (!ring) {
+        ORION_WARN("no shared memory for a call ring: calls go through ZeroMQ");
+        return;
+    }
+    const char *name = orion_ring_name(ring);
+    orion_msg m = {.session = s};
+    uint32_t magic = MAGIC, call = RING_CALL_ID, len = (uint32_t)strlen(name);
+    uint16_t version = 1;
+    m.args = m.inline_args;
+    memcpy(m.args, &magic, 4);
+    memcpy(m.args + 4, &version, 2);
+    memcpy(m.args + 8, &call, 4);
+    memcpy(m.args + HEADER_SIZE, &len, 4);
+    memcpy(m.args + HEADER_SIZE + 4, name, len);
+    m.len = HEADER_SIZE + 4 + len;
+    cudaError_t err = orion_session_call(s, &m);
+    free(m.reply);
+    orion_ring_unlink(ring);   /* mapped by the worker now, or never: the name can go */
+    if (err == cudaSuccess) {
+        s->ring = ring;
+        ORION_INFO("call ring up with %s (%s)", s->address, name);
+    } else {
+        ORION_INFO("worker %s took no call ring (error %d): calls go through ZeroMQ",
+                   s->address, err);
+        orion_ring_destroy(ring);
+    }
 }
