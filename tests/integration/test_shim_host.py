@@ -132,3 +132,20 @@ def test_killed_client_is_cleaned_up_within_5_seconds(host_pool, shim_dir, progr
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_dead_worker_is_an_error_at_the_next_call_never_a_hang(host_pool, shim_dir,
+                                                                 program_dir, tmp_path):
+    path = programs.build("hold", program_dir)
+    proc = subprocess.Popen([str(path), "600"], env=shim_env(host_pool, shim_dir, tmp_path),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        (session,) = server_sessions(host_pool)
+        os.kill(session["pid"], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=10)   # the program's next call fails at once
+        assert proc.returncode == 1
+        assert "cudaErrorDevicesUnavailable" in out
+    finally:
+        proc.kill()
+        proc.wait()
