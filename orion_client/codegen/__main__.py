@@ -12,7 +12,7 @@ from pathlib import Path
 from . import emit_c, emit_errors, emit_py, headers, spec
 
 ROOT = Path(__file__).resolve().parents[2]
-SPECS = {"cudart": spec.SPEC_DIR / "cudart.toml"}
+SPECS = {"cudart": spec.SPEC_DIR / "cudart.toml", "nvml": spec.SPEC_DIR / "nvml.toml"}
 
 
 def outputs() -> dict[Path, str]:

@@ -2,8 +2,10 @@
 
 The header is run through the C preprocessor (so every macro, guard and version test
 is resolved exactly as a C compiler sees it), attributes are dropped, and each
-`extern RET NAME(PARAMS);` becomes a `Decl`. Parsing the preprocessed text is enough
-for these headers: they declare functions one per statement, without K&R forms.
+`extern RET NAME(PARAMS);` becomes a `Decl`. Headers that declare functions without
+`extern` (nvml.h) are read line by line instead: a statement that starts a line with a
+plain return type. Parsing the preprocessed text is enough for these headers: they
+declare functions one per statement, without K&R forms.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 
 _ATTRIBUTE = re.compile(r"__attribute__\s*\(\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\)")
 _DECL = re.compile(r"extern\s+([^;{}()]*?)\b(\w+)\s*\(([^;{}]*?)\)\s*;", re.S)
+_PLAIN_DECL = re.compile(
+    r"^[ \t]*(?!typedef\b)([A-Za-z_][\w \t*]*?)\b(\w+)\s*\(([^;{}]*?)\)\s*;", re.M)
 _PARAM = re.compile(r"^(.*?)\s*\b(\w+)$")
 
 
@@ -32,9 +36,11 @@ class Decl:
     params: tuple[RawParam, ...]
 
 
-def cuda_include_dir() -> Path:
-    """The CUDA headers: $CUDA_HOME/include, else next to nvcc, else /usr/local/cuda."""
-    candidates = []
+def cuda_include_dir(header: str = "cuda_runtime_api.h", package: str | None = None) -> Path:
+    """The directory holding `header`: the pip `package` that ships it (pinned, so the
+    generated files do not depend on the machine), else $CUDA_HOME/include, else next to
+    nvcc, else /usr/local/cuda."""
+    candidates = _package_dirs(package, header) if package else []
     if os.environ.get("CUDA_HOME"):
         candidates.append(Path(os.environ["CUDA_HOME"]) / "include")
     nvcc = shutil.which("nvcc")
@@ -42,11 +48,23 @@ def cuda_include_dir() -> Path:
         candidates.append(Path(nvcc).resolve().parent.parent / "include")
     candidates.append(Path("/usr/local/cuda/include"))
     for path in candidates:
-        if (path / "cuda_runtime_api.h").exists():
+        if (path / header).exists():
             return path
+    hint = f"pip install {package}, or " if package else ""
     raise FileNotFoundError(
-        "CUDA headers not found: set CUDA_HOME to a CUDA 13 toolkit "
+        f"{header} not found: {hint}set CUDA_HOME to a CUDA 13 toolkit "
         "(searched: " + ", ".join(map(str, candidates)) + ")")
+
+
+def _package_dirs(package: str, header: str) -> list[Path]:
+    """Directories of the installed distribution `package` that hold `header`."""
+    from importlib import metadata
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return []
+    return [Path(dist.locate_file(f)).parent for f in dist.files or ()
+            if f.name == header]
 
 
 def preprocess(header: Path, include_dir: Path, defines: tuple[str, ...] = ()) -> str:
@@ -61,10 +79,11 @@ def normalise_type(spelling: str) -> str:
     return " ".join(spelling.split()).replace("* *", "**").replace("* const", "*const")
 
 
-def parse_declarations(text: str) -> list[Decl]:
+def parse_declarations(text: str, plain: bool = False) -> list[Decl]:
+    """`plain`: the header declares functions without `extern` (one per line start)."""
     text = _ATTRIBUTE.sub("", text)
     decls = []
-    for ret, name, params in _DECL.findall(text):
+    for ret, name, params in (_PLAIN_DECL if plain else _DECL).findall(text):
         raw = []
         params = " ".join(params.split())
         if params and params != "void":
@@ -78,5 +97,6 @@ def parse_declarations(text: str) -> list[Decl]:
     return decls
 
 
-def read_header(header: Path, include_dir: Path, defines: tuple[str, ...] = ()) -> list[Decl]:
-    return parse_declarations(preprocess(header, include_dir, defines))
+def read_header(header: Path, include_dir: Path, defines: tuple[str, ...] = (),
+                plain: bool = False) -> list[Decl]:
+    return parse_declarations(preprocess(header, include_dir, defines), plain)

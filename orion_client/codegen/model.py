@@ -66,6 +66,10 @@ class Library:
     spec_hash: str
     functions: tuple[Function, ...] = field(default_factory=tuple)
     entry_points: tuple[str, ...] = ()   # hand-written, exported, not in the header
+    version_node: str = ""    # symbol version of the exports; "" for unversioned ones
+    error_type: str = "cudaError_t"              # what every API function returns
+    unsupported_call: str = "orion_unsupported"  # answers a call that is not served
+    stub_include: str = "orion.h"                # the header the C stubs include
 
     @property
     def forwarded(self) -> tuple[Function, ...]:

@@ -59,11 +59,14 @@ def _parse_kind(text: str) -> tuple[Kind, str | None]:
 def load(spec_path: Path, include_dir: Path | None = None) -> Library:
     spec_text = spec_path.read_bytes()
     spec = tomllib.loads(spec_text.decode())
-    include_dir = include_dir or headers.cuda_include_dir()
+    include_dir = include_dir or headers.cuda_include_dir(spec["headers"][0],
+                                                          spec.get("header_package"))
+    defines = tuple(spec.get("defines", ()))
+    plain = bool(spec.get("plain_declarations"))
 
     decls = {}
     for header in spec["headers"]:
-        for d in headers.read_header(include_dir / header, include_dir):
+        for d in headers.read_header(include_dir / header, include_dir, defines, plain):
             decls.setdefault(d.name, d)
     aliases: dict[str, list[str]] = {}
     if spec.get("per_thread_define"):
@@ -132,10 +135,14 @@ def load(spec_path: Path, include_dir: Path | None = None) -> Library:
             if f.call_id in ids:
                 raise SpecError(f"call id clash: {f.name} and {ids[f.call_id]}")
             ids[f.call_id] = f.name
-    version = re.search(r"#define CUDART_VERSION\s+(\d+)",
-                        (include_dir / "cuda_runtime_api.h").read_text())
+    macro = spec.get("version_macro", "CUDART_VERSION")
+    version = re.search(rf"#define {macro}\s+(\d+)", (include_dir / spec["headers"][0]).read_text())
     return Library(name=spec["library"], soname=spec["soname"],
                    header_version=version.group(1) if version else "unknown",
                    spec_hash=hashlib.sha256(spec_text).hexdigest()[:16],
                    functions=tuple(functions),
-                   entry_points=tuple(spec.get("entry_points", ())))
+                   entry_points=tuple(spec.get("entry_points", ())),
+                   version_node=spec.get("version_node", spec["soname"]),
+                   error_type=spec.get("error_type", "cudaError_t"),
+                   unsupported_call=spec.get("unsupported_call", "orion_unsupported"),
+                   stub_include=spec.get("stub_include", "orion.h"))
