@@ -232,18 +232,18 @@ def listing(vgpus: list[VGpu]) -> str:
 
 # field -> (header unit, value of a vGPU, unit shown after the value)
 FIELDS = {
-    "index": ("", lambda v, s: v.index, ""),
-    "name": ("", lambda v, s: v.name, ""),
-    "uuid": ("", lambda v, s: v.uuid, ""),
-    "memory.total": (" [MiB]", lambda v, s: v.memory_mib, " MiB"),
-    "memory.used": (" [MiB]", lambda v, s: v.used_mib, " MiB"),
-    "memory.free": (" [MiB]", lambda v, s: None if v.used_mib is None
+    "index": ("", lambda v: v.index, ""),
+    "name": ("", lambda v: v.name, ""),
+    "uuid": ("", lambda v: v.uuid, ""),
+    "memory.total": (" [MiB]", lambda v: v.memory_mib, " MiB"),
+    "memory.used": (" [MiB]", lambda v: v.used_mib, " MiB"),
+    "memory.free": (" [MiB]", lambda v: None if v.used_mib is None
                     else v.memory_mib - v.used_mib, " MiB"),
-    "utilization.gpu": (" [%]", lambda v, s: v.sensor("gpu_util"), " %"),
-    "temperature.gpu": ("", lambda v, s: v.sensor("temperature"), ""),
-    "power.draw": (" [W]", lambda v, s: None if v.sensor("power_usage") is None
+    "utilization.gpu": (" [%]", lambda v: v.sensor("gpu_util"), " %"),
+    "temperature.gpu": ("", lambda v: v.sensor("temperature"), ""),
+    "power.draw": (" [W]", lambda v: None if v.sensor("power_usage") is None
                    else f"{v.sensor('power_usage') / 1000:.2f}", " W"),
-    "driver_version": ("", lambda v, s: v.sensors.get("driver_version"), ""),
+    "driver_version": ("", lambda v: v.sensors.get("driver_version"), ""),
 }
 
 
@@ -262,7 +262,7 @@ def query(vgpus: list[VGpu], fields: str, fmt: str) -> str:
         cells = []
         for name in names:
             _, get, unit = FIELDS[name]
-            value = get(v, v.sensors)
+            value = get(v)
             cells.append("[N/A]" if value is None else f"{value}{unit if units else ''}")
         lines.append(", ".join(cells))
     return "\n".join(lines)
