@@ -56,6 +56,7 @@ class LocalPool:
     def __enter__(self) -> "LocalPool":
         port = self.controller.rsplit(":", 1)[1]
         self._spawn(["orion_controller", "--listen", "127.0.0.1", "--port", port,
+                     "--db", ":memory:", "--http-port", "0",
                      "--log-file", str(self.log_dir / "controller.log")], "controller.out")
         server_args = ["orion_server.oriond", "--controller", self.controller,
                        "--bind", "127.0.0.1", "--port", str(self.server_port),

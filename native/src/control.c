@@ -1,6 +1,7 @@
 /* JSON requests to the controller and to oriond (docs/protocol.md, "Control plane"). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -85,6 +86,44 @@ static cJSON *client_identity(void)
     return id;
 }
 
+static int env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0);
+}
+
+/* The placement settings of the reference (ORION_CROSS_NODE, ORION_DEVICE_IDS, ...),
+ * as the controller's allocate request names them (docs/protocol.md). */
+static void add_placement_fields(cJSON *body)
+{
+    static const char *const strings[][2] = {
+        {"ORION_DEVICE_NAME", "device_name"}, {"ORION_DEVICE_TYPE", "device_type"},
+        {"ORION_K8S_NODE", "k8s_node"}, {"ORION_SCHEDULE_RULE", "schedule_rule"},
+        {"ORION_GROUP_ID", "group_id"}};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        const char *v = getenv(strings[i][0]);
+        if (v && *v)
+            cJSON_AddStringToObject(body, strings[i][1], v);
+    }
+    if (getenv("ORION_CROSS_NODE"))
+        cJSON_AddBoolToObject(body, "cross_node", env_flag("ORION_CROSS_NODE"));
+    if (getenv("ORION_RESERVED"))
+        cJSON_AddBoolToObject(body, "reserved", env_flag("ORION_RESERVED"));
+    const char *ids = getenv("ORION_DEVICE_IDS");
+    if (ids && *ids) {
+        cJSON *list = cJSON_AddArrayToObject(body, "device_ids");
+        char copy[1024], *save = NULL;
+        snprintf(copy, sizeof copy, "%s", ids);
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            cJSON_AddItemToArray(list, cJSON_CreateString(t));
+    }
+    const char *qos = env_flag("ORION_RES_EXCLUSIVE") ? "exclusive"
+                    : env_flag("ORION_RES_SHARED_CORE") ? "shared_core"
+                    : env_flag("ORION_RES_SHARED_ALL") ? "shared_all" : NULL;
+    if (qos)
+        cJSON_AddStringToObject(body, "qos", qos);
+}
+
 int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size)
 {
     cJSON *body = cJSON_CreateObject();
@@ -99,6 +138,7 @@ int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_
     else
         cJSON_AddNullToObject(body, "ratio");
     cJSON_AddStringToObject(body, "client_id", cfg->client_id);
+    add_placement_fields(body);
     cJSON *id = client_identity();
     cJSON_AddItemReferenceToObject(body, "host", cJSON_GetObjectItem(id, "host"));
     cJSON_AddItemReferenceToObject(body, "pid", cJSON_GetObjectItem(id, "pid"));
@@ -121,7 +161,7 @@ int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_
         g->gpu_index = (int)number(v, "gpu_index");
         g->memory_mib = number(v, "memory_mib");
         g->ratio = (int)number(v, "ratio");
-        g->vgpu_id = (int)number(v, "vgpu_id");
+        copy_string(v, "vgpu_id", g->vgpu_id, sizeof g->vgpu_id);
     }
     cJSON_Delete(reply);
     if (!lease->id[0] || lease->count == 0) {
@@ -162,7 +202,7 @@ int orion_open_session(const orion_config *cfg, const orion_lease *lease, const 
         cJSON_AddNumberToObject(v, "gpu_index", g->gpu_index);
         cJSON_AddNumberToObject(v, "memory_mib", (double)g->memory_mib);
         cJSON_AddNumberToObject(v, "ratio", g->ratio);
-        cJSON_AddNumberToObject(v, "vgpu_id", g->vgpu_id);
+        cJSON_AddStringToObject(v, "vgpu_id", g->vgpu_id);
         cJSON_AddItemToArray(vgpus, v);
     }
     cJSON_AddItemToObject(body, "client", client_identity());

@@ -13,7 +13,7 @@ typedef struct orion_grant {
     int gpu_index;
     long long memory_mib;
     int ratio;
-    int vgpu_id;
+    char vgpu_id[96];
 } orion_grant;
 
 typedef struct orion_lease {

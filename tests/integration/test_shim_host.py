@@ -149,3 +149,10 @@ def test_a_dead_worker_is_an_error_at_the_next_call_never_a_hang(host_pool, shim
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_placement_settings_reach_the_controller(host_pool, shim_dir, program_dir, tmp_path):
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "device_props",
+               ORION_DEVICE_NAME="No Such GPU")
+    assert proc.returncode != 0 and "cudaErrorNoDevice" in proc.stdout
+    assert "No Such GPU" in client_log(tmp_path)
