@@ -44,6 +44,7 @@ _NAME = re.compile(r"^/orion-ring-\d+-\d+$")
 _INFO = struct.Struct("<IHHII")    # magic, version, header size, request bytes, reply bytes
 _RECORD = struct.Struct("<IHH")    # size, frame count, flags
 _LENS = [struct.Struct(f"<{n}I") for n in range(MAX_FRAMES + 1)]
+_HEADS = [struct.Struct(f"<IHH{n}I") for n in range(MAX_FRAMES + 1)]   # record + lengths
 _OFFER = struct.Struct("<I")       # the offer's argument: u32 length, then the name
 # indexes into the header as u64 and u32 words
 _HEAD, _TAIL, _REPLY_SEQ = 64 // 8, 128 // 8, 136 // 8
@@ -182,14 +183,18 @@ class CallRing:
         """Publish the reply to call `seq`; False when it does not fit the reply area (then
         send it on the socket and call reply_on_socket)."""
         n = len(frames)
-        lens = [len(f) for f in frames]
-        start = (8 + 4 * n + 7) & ~7
-        size = start + sum((length + 7) & ~7 for length in lens)
-        if n > MAX_FRAMES or size > self.reply_size:
+        if n > MAX_FRAMES:
+            return False
+        start = size = (8 + 4 * n + 7) & ~7
+        lens = []
+        for frame in frames:
+            length = len(frame)
+            lens.append(length)
+            size += (length + 7) & ~7
+        if size > self.reply_size:
             return False
         rep = self._reply
-        _RECORD.pack_into(rep, 0, size, n, 0)
-        _LENS[n].pack_into(rep, 8, *lens)
+        _HEADS[n].pack_into(rep, 0, size, n, 0, *lens)
         off = start
         for frame, length in zip(frames, lens):
             rep[off:off + length] = frame
