@@ -163,8 +163,10 @@ static cudaError_t ring_send(orion_session *s, orion_msg *m)
             return cudaSuccess;
         if (rc == ORION_RING_TOO_BIG) {
             /* rare (bulk bytes of this host go through shared segments): the frames go
-             * on the socket, and a record in the ring tells the worker when to read them */
-            if (socket_send(s, m) != cudaSuccess)
+             * on the socket, and a record in the ring tells the worker when to read them;
+             * a send to a worker gone would block, so look first */
+            drain_monitor(s);
+            if (s->dead || socket_send(s, m) != cudaSuccess)
                 return ORION_TRANSPORT_ERROR;
             n = 0;
             flags = ORION_RING_ON_SOCKET;
