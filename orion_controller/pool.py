@@ -45,6 +45,11 @@ DEFAULT_NODE_TIMEOUT_S = 10.0
 _REFUSALS_KEPT = 4096        # "never fits" answers cached until the pool's shape changes
 
 
+# How long a released lease is remembered: longer than a node takes to notice that
+# the session ended and stop reporting it.
+RELEASED_MEMORY_S = 60.0
+
+
 class Busy(Exception):
     """A valid request the pool cannot serve now; it may succeed later."""
 
@@ -84,6 +89,9 @@ class Pool:
         self.store = store or Store(":memory:")
         self._leases = LeaseBook()
         self._alive: OrderedDict[str, None] = OrderedDict()   # up nodes, least recent first
+        # Leases released on purpose, with when: a heartbeat sent before the node noticed
+        # the session end must not bring them back (they are reported lost instead).
+        self._released: OrderedDict[str, float] = OrderedDict()
         # Bumped whenever capacity may have come back or rules changed: the service
         # retries waiting requests when it moves.
         self.changes = 0
@@ -178,6 +186,9 @@ class Pool:
             if lease is not None and any(v.node == name for v in lease.vgpus):
                 self._leases.renew(lease, now)
                 continue
+            if lease_id in self._released:
+                lost.append(lease_id)
+                continue
             claims = self._claims() if claims is None else claims
             if not self._rebuild(entry, lease_id, grants.get(lease_id), claims):
                 log.info("lease %s reported by node %s is not held: lost", lease_id, name)
@@ -201,6 +212,7 @@ class Pool:
         if found is None:
             raise NotFound(f"unknown lease {lease_id} (already released or expired)")
         self._drop(found, "released")
+        self._released[lease_id] = self._clock()
 
     def release_group(self, group_id: Any) -> dict[str, int]:
         """Ends a group's reservation: idle vGPUs go back to the pool now, vGPUs in use
@@ -232,6 +244,8 @@ class Pool:
         """Applies the timeouts that have passed; returns the ids of the leases it released."""
         now = self._clock()
         dropped = []
+        while self._released and now - next(iter(self._released.values())) > RELEASED_MEMORY_S:
+            self._released.popitem(last=False)
         if self._claims_until is not None and now > self._claims_until:
             self._drop_stale_claims()
         while self._alive:

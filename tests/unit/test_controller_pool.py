@@ -345,3 +345,17 @@ def test_scheduling_decisions_are_logged(pool: Pool, caplog: pytest.LogCaptureFi
     assert "candidates [a/gpu0 (free 40000 MiB, 100 %, fits 2)]" in decision
     assert f"chose [a/gpu0 20000 MiB 50 %]: lease {grant.lease}" in decision
     assert any("node a registered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_released_lease_is_not_rebuilt_by_a_late_heartbeat():
+    """oriond's heartbeat may still list a session whose client just released its lease."""
+    clock = [0.0]
+    pool = Pool(clock=lambda: clock[0])
+    pool.register("n1", "tcp://n1:9960", [{"uuid": "GPU-1", "name": "T", "index": 0,
+                                            "memory_mib": 1000}], vgpu_count=1)
+    grant = pool.allocate(vgpu=1)
+    entries = [v.wire() for v in grant.vgpus]
+    pool.release(grant.lease)
+    result = pool.heartbeat("n1", [grant.lease], {grant.lease: entries})
+    assert result.lost == (grant.lease,)
+    pool.allocate(vgpu=1)   # the GPU is free for the next client
