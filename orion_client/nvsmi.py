@@ -77,12 +77,30 @@ def _setting(env: dict, name: str, low: int, high: int) -> int | None:
     return int(text)
 
 
+def _flag(env: dict, name: str) -> bool:
+    return env.get(name, "").lower() in ("1", "true")
+
+
 def allocate_request(env: dict, who: str) -> dict:
-    """The request a new run would send (native/src/control.c, orion_allocate)."""
-    return {"op": "allocate", "vgpu": _setting(env, "ORION_VGPU", 1, 64) or 1,
-            "gmem": _setting(env, "ORION_GMEM", 1, 1 << 40),
-            "ratio": _setting(env, "ORION_RATIO", 1, 100), "client_id": who,
-            "host": socket.gethostname(), "pid": os.getpid()}
+    """The request a new run would send (native/src/control.c, orion_allocate), less
+    `reserved`: a reservation would outlive the preview's grant."""
+    request = {"op": "allocate", "vgpu": _setting(env, "ORION_VGPU", 1, 64) or 1,
+               "gmem": _setting(env, "ORION_GMEM", 1, 1 << 40),
+               "ratio": _setting(env, "ORION_RATIO", 1, 100), "client_id": who,
+               "host": socket.gethostname(), "pid": os.getpid()}
+    for variable in ("DEVICE_NAME", "DEVICE_TYPE", "K8S_NODE", "SCHEDULE_RULE", "GROUP_ID"):
+        if env.get(f"ORION_{variable}"):
+            request[variable.lower()] = env[f"ORION_{variable}"]
+    if "ORION_CROSS_NODE" in env:
+        request["cross_node"] = _flag(env, "ORION_CROSS_NODE")
+    if env.get("ORION_DEVICE_IDS"):
+        request["device_ids"] = [i for i in env["ORION_DEVICE_IDS"].split(",") if i]
+    qos = next((q for v, q in (("ORION_RES_EXCLUSIVE", "exclusive"),
+                               ("ORION_RES_SHARED_CORE", "shared_core"),
+                               ("ORION_RES_SHARED_ALL", "shared_all")) if _flag(env, v)), None)
+    if qos:
+        request["qos"] = qos
+    return request
 
 
 def held_or_preview(client: ControlClient, env: dict) -> tuple[list[dict], list[dict], bool]:
