@@ -1,7 +1,8 @@
-"""Collect what the GPU writes to this process's stdout (device printf), for the client.
+"""Collect what the GPU writes to this process's stdout and stderr (device printf, device
+assert messages), for the client.
 
 The driver prints a kernel's printf buffer with the C library's stdio at synchronising
-calls. The worker points fd 1 at a pipe, a thread drains the pipe as it fills (a full
+calls. The worker points fd 1 (and 2) at a pipe, a thread drains the pipe as it fills (a full
 pipe would block the driver), and each reply takes what has arrived after flushing
 stdio, so output reaches the client with the call that synchronised it.
 """
@@ -15,10 +16,13 @@ import threading
 
 
 class DeviceOutput:
-    def __init__(self):
+    """What the GPU writes to one of this process's descriptors: 1 (printf) or 2 (the
+    messages of failed device asserts)."""
+
+    def __init__(self, fd: int):
         self._libc = ctypes.CDLL(None)
         read_end, write_end = os.pipe()
-        os.dup2(write_end, 1)
+        os.dup2(write_end, fd)
         os.close(write_end)
         fcntl.fcntl(read_end, fcntl.F_SETFL, fcntl.fcntl(read_end, fcntl.F_GETFL) | os.O_NONBLOCK)
         self._read_end = read_end

@@ -16,7 +16,9 @@ from .calls import Call
 MAGIC = 0x314E524F          # b"ORN1" little-endian
 VERSION = 1
 FLAG_ASYNC = 1
-FLAG_OUTPUT = 2     # reply: the last frame is device output (printf) for the client's stdout
+# reply flags: trailing frames of device output, in this order, for the client's
+FLAG_OUTPUT = 2     # stdout (device printf)
+FLAG_ERRORS = 4     # stderr (device assert messages)
 REQUEST = struct.Struct("<IHHIHHQ")   # magic, version, flags, call id, device, reserved, seq
 REPLY = struct.Struct("<IHHIIQ")      # magic, version, flags, status, reserved, seq
 HEADER_SIZE = 24

@@ -43,9 +43,10 @@ STICKY_ERRORS = {700, 702, 710, 714, 715, 716, 717, 718, 719}
 class Session:
     """Decodes requests, calls the backend, encodes replies; keeps CUDA error order."""
 
-    def __init__(self, backend: B.Backend, output=None):
+    def __init__(self, backend: B.Backend, outputs=()):
         self.backend = backend
-        self.output = output       # DeviceOutput, or None where nothing is captured
+        # (reply flag, DeviceOutput) of stdout and stderr, where they are captured
+        self.outputs = outputs
         self.pending_error = 0     # first error of an async call, owed to the next sync call
         self.sticky_error = 0
         self.calls = 0
@@ -67,10 +68,13 @@ class Session:
         if status == 0 and self.pending_error:
             status, payload, bulk_out = self.pending_error, b"", []
             self.pending_error = 0
-        printed = self.output.take() if self.output else b""
-        flags = wire.FLAG_OUTPUT if printed else 0
-        return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out,
-                *([printed] if printed else [])]
+        flags, printed = 0, []
+        for flag, output in self.outputs:
+            text = output.take()
+            if text:
+                flags |= flag
+                printed.append(text)
+        return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
 
     def _execute(self, req: wire.Request, head, bulk) -> tuple[int, bytes, list]:
         if self.sticky_error:
@@ -284,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"worker": bound, "events": host_functions.address}) +
                          "\n")
         sys.stdout.flush()
-        session.output = DeviceOutput()
+        session.outputs = ((wire.FLAG_OUTPUT, DeviceOutput(1)),
+                           (wire.FLAG_ERRORS, DeviceOutput(2)))
 
     try:
         serve(address, session, ready)

@@ -50,7 +50,9 @@ def host_pool(tmp_path, shim_dir):
 
 def shim_env(pool, shim_dir: Path, home: Path, **extra) -> dict:
     import os
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORION_")}
+    # the test's own settings only; ORION_SHM_RING=0 passes through, to test without ring
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ORION_") or k == "ORION_SHM_RING"}
     env.update({"LD_LIBRARY_PATH": str(shim_dir), "ORION_CONTROLLER": pool.controller,
                 "ORION_TEST_HOST_BACKEND": "1", "HOME": str(home)})
     env.update({k: str(v) for k, v in extra.items()})

@@ -21,7 +21,9 @@
 #define MAGIC 0x314E524Fu
 #define CONNECT_TIMEOUT_MS 5000
 #define POLL_MS 1000
-#define REPLY_OUTPUT 2   /* reply flag: the last frame is device printf output */
+/* reply flags: trailing frames of device output, in this order */
+#define REPLY_OUTPUT 2   /* for stdout: device printf */
+#define REPLY_ERRORS 4   /* for stderr: device assert messages */
 /* Not a CUDA call: offers the worker a call ring (docs/protocol.md); crc32("orionCallRing") */
 #define RING_CALL_ID 0xD6DFA992u
 /* While waiting on the ring, look at the socket monitor this often: the ring cannot
@@ -219,11 +221,11 @@ static void discard_rest(void *sock)
     }
 }
 
-/* What the kernels printed (a reply's last frame when flagged OUTPUT), for our stdout. */
-static void write_device_output(const void *text, size_t len)
+/* What the kernels printed, where the application's own output goes. */
+static void write_device_output(FILE *to, const void *text, size_t len)
 {
-    fwrite(text, 1, len, stdout);
-    fflush(stdout);
+    fwrite(text, 1, len, to);
+    fflush(to);
 }
 
 /* Frame 0 of a reply: 1 when it answers `seq` (its status and flags out, the packed
@@ -283,14 +285,17 @@ static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError
             break;
         }
     }
-    int more = 0;
-    size_t sz = sizeof more;
-    zmq_getsockopt(s->sock, ZMQ_RCVMORE, &more, &sz);
-    if ((flags & REPLY_OUTPUT) && more) {
+    for (int flag = REPLY_OUTPUT; flag <= REPLY_ERRORS; flag <<= 1) {
+        int more = 0;
+        size_t sz = sizeof more;
+        zmq_getsockopt(s->sock, ZMQ_RCVMORE, &more, &sz);
+        if (!(flags & flag) || !more)
+            continue;
         zmq_msg_t text;
         zmq_msg_init(&text);
         if (zmq_msg_recv(&text, s->sock, 0) >= 0)
-            write_device_output(zmq_msg_data(&text), zmq_msg_size(&text));
+            write_device_output(flag == REPLY_OUTPUT ? stdout : stderr, zmq_msg_data(&text),
+                                zmq_msg_size(&text));
         zmq_msg_close(&text);
     }
     discard_rest(s->sock);
@@ -345,8 +350,13 @@ static cudaError_t ring_wait(orion_session *s, orion_msg *m, uint64_t seq)
         }
         memcpy(m->out_buf[i], frames[i + 1].data, m->out_len[i]);
     }
-    if ((flags & REPLY_OUTPUT) && n > 1)
-        write_device_output(frames[n - 1].data, frames[n - 1].len);
+    int next = 1 + (status == 0 ? m->n_out : 0);
+    for (int flag = REPLY_OUTPUT; flag <= REPLY_ERRORS; flag <<= 1)
+        if ((flags & flag) && next < n) {
+            write_device_output(flag == REPLY_OUTPUT ? stdout : stderr, frames[next].data,
+                                frames[next].len);
+            next++;
+        }
     return (cudaError_t)status;
 }
 

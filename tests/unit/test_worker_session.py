@@ -135,3 +135,23 @@ def test_round_trip_over_inproc_sockets():
     finally:
         server.close(0)
         client.close(0)
+
+
+class FakeOutput:
+    def __init__(self, text: bytes):
+        self.text = text
+
+    def take(self) -> bytes:
+        text, self.text = self.text, b""
+        return text
+
+
+def test_device_output_rides_on_the_next_reply_stdout_then_stderr():
+    s = Session(FakeBackend(), outputs=((wire.FLAG_OUTPUT, FakeOutput(b"printf\n")),
+                                        (wire.FLAG_ERRORS, FakeOutput(b"assert\n"))))
+    reply = s.handle(request("orionMemcpyDtoH", struct.pack("<QQQQ", 4, 0x1000, 4, 0)))
+    flags = struct.unpack_from("<H", reply[0], 6)[0]
+    assert flags == wire.FLAG_OUTPUT | wire.FLAG_ERRORS
+    assert [bytes(f) for f in reply[1:]] == [bytes(range(4)), b"printf\n", b"assert\n"]
+    reply = s.handle(request("cudaMalloc", struct.pack("<Q", 64), seq=2))
+    assert struct.unpack_from("<H", reply[0], 6)[0] == 0 and len(reply) == 1
