@@ -225,6 +225,12 @@ class Server:
                 sessions = [{"session": w.session, "lease": w.lease, "pid": w.process.pid}
                             for w in self.workers.values()]
             return {"ok": True, "node": self.cfg.node, "sessions": sessions}
+        if msg.get("op") == "gpu_info":   # for orion-nv-smi
+            from .backends.cuda_nvml import node_gpus
+            with self.lock:
+                workers = {w.process.pid: w.lease for w in self.workers.values()}
+            return {"ok": True, "node": self.cfg.node,
+                    "gpus": node_gpus(self.gpus, workers, self.cfg.backend)}
         return {"ok": False, "error": f"unknown op {msg.get('op')!r}"}
 
     def serve(self) -> None:

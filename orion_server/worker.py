@@ -25,7 +25,7 @@ from . import ring
 from . import wire
 from .device_output import DeviceOutput
 from .host_functions import HostFunctions
-from .generated.cudart_table import CALLS
+from .generated import cudart_table, nvml_table
 
 log = logging.getLogger("orion.worker")
 
@@ -38,6 +38,10 @@ _SEQ = struct.Struct("<Q")
 # illegal address, launch timeout, device assert, hardware stack error, illegal
 # instruction, misaligned address, invalid address space, invalid PC, launch failure).
 STICKY_ERRORS = {700, 702, 710, 714, 715, 716, 717, 718, 719}
+# The calls of both client libraries. NVML's are queries about the vGPUs, not CUDA
+# calls: they neither report nor consume the errors owed to the application's next call.
+CALLS = {**cudart_table.CALLS, **nvml_table.CALLS}
+QUERIES = frozenset(nvml_table.CALLS)
 
 
 class Session:
@@ -65,7 +69,7 @@ class Session:
             if status and not self.pending_error:
                 self.pending_error = status
             return None
-        if status == 0 and self.pending_error:
+        if status == 0 and self.pending_error and req.call_id not in QUERIES:
             status, payload, bulk_out = self.pending_error, b"", []
             self.pending_error = 0
         flags, printed = 0, []
@@ -77,7 +81,7 @@ class Session:
         return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
 
     def _execute(self, req: wire.Request, head, bulk) -> tuple[int, bytes, list]:
-        if self.sticky_error:
+        if self.sticky_error and req.call_id not in QUERIES:
             return self.sticky_error, b"", []
         call = CALLS.get(req.call_id)
         handler = getattr(self.backend, call.name, None) if call else None

@@ -23,10 +23,11 @@ from .cuda_graphs import GraphCalls
 from .cuda_kernels import KernelCalls
 from .cuda_launch import Launcher
 from .cuda_memory import MemoryCalls
+from .cuda_nvml import NvmlCalls
 from .cuda_objects import ObjectCalls
 
 
-class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, B.Backend):
+class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, B.Backend):
     def __init__(self, vgpus: list[B.VGpu]):
         super().__init__(vgpus)
         (err,) = drv.cuInit(0)

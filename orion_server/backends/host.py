@@ -45,6 +45,7 @@ from .host_graph import (CAPTURE_GLOBAL, CAPTURE_RELAXED, NODE_GRAPH, NODE_HOST,
                          GraphExec, Launch, Memcpy3D, Memset)
 from .host_kernels import KernelCalls
 from .host_memory import Memory, MemPool, align_up
+from .host_nvml import HostNvmlCalls
 
 cudaErrorInvalidPitchValue = 12
 cudaErrorUnsupportedLimit = 215
@@ -105,7 +106,7 @@ class DeviceState:
     peers: set = field(default_factory=set)
 
 
-class HostBackend(ArrayCalls, GraphCalls, KernelCalls, Backend):
+class HostBackend(ArrayCalls, GraphCalls, KernelCalls, HostNvmlCalls, Backend):
     """vgpus: the session's devices; devices: descriptions of the simulated physical
     GPUs, indexed by VGpu.gpu_index (keys of host_device.DEFAULT_DEVICE); launch_log:
     a JSON-lines file that gets one line per kernel launch, flushed at once."""
