@@ -48,23 +48,31 @@ class LocalPool:
         env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
         env.update(self.extra_env)
         out = open(self.log_dir / log_name, "ab")
-        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=out, stderr=out,
+        return subprocess.Popen([sys.executable, "-m", *args], stdout=out, stderr=out,
                                 stdin=subprocess.DEVNULL, env=env)
-        self.procs.append(proc)
-        return proc
+
+    def _spawn_controller(self) -> subprocess.Popen:
+        port = self.controller.rsplit(":", 1)[1]
+        return self._spawn(["orion_controller", "--listen", "127.0.0.1", "--port", port,
+                            "--db", ":memory:", "--http-port", "0",
+                            "--log-file", str(self.log_dir / "controller.log")],
+                           "controller.out")
+
+    def restart_controller(self) -> None:
+        """Kill the controller and start a new one on the same port (fault tests)."""
+        self.procs[0].kill()
+        self.procs[0].wait()
+        self.procs[0] = self._spawn_controller()
 
     def __enter__(self) -> "LocalPool":
-        port = self.controller.rsplit(":", 1)[1]
-        self._spawn(["orion_controller", "--listen", "127.0.0.1", "--port", port,
-                     "--db", ":memory:", "--http-port", "0",
-                     "--log-file", str(self.log_dir / "controller.log")], "controller.out")
+        self.procs.append(self._spawn_controller())
         server_args = ["orion_server.oriond", "--controller", self.controller,
                        "--bind", "127.0.0.1", "--port", str(self.server_port),
                        "--log-dir", str(self.log_dir), "--backend", self.backend,
                        "--vgpu-count", str(self.vgpu_count)]
         if self.backend == "host":
             server_args += ["--host-devices", str(self.host_devices)]
-        self._spawn(server_args, "oriond.out")
+        self.procs.append(self._spawn(server_args, "oriond.out"))
         try:
             self._wait_registered()
         except BaseException:

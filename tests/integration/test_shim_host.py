@@ -156,3 +156,28 @@ def test_placement_settings_reach_the_controller(host_pool, shim_dir, program_di
                ORION_DEVICE_NAME="No Such GPU")
     assert proc.returncode != 0 and "cudaErrorNoDevice" in proc.stdout
     assert "No Such GPU" in client_log(tmp_path)
+
+
+def test_a_controller_restart_does_not_disturb_running_applications(host_pool, shim_dir,
+                                                                    program_dir, tmp_path):
+    path = programs.build("hold", program_dir)
+    proc = subprocess.Popen([str(path), "8"], env=shim_env(host_pool, shim_dir, tmp_path),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        (lease,) = host_pool.status()["leases"]
+        host_pool.restart_controller()
+        deadline = time.monotonic() + 10
+        rebuilt = []
+        while time.monotonic() < deadline and not rebuilt:
+            time.sleep(0.2)
+            try:
+                rebuilt = host_pool.status()["leases"]
+            except Exception:   # the new controller may not listen yet
+                pass
+        assert [l["lease"] for l in rebuilt] == [lease["lease"]], "grant not rebuilt"
+        out, _ = proc.communicate(timeout=30)   # it kept running to its end
+        assert proc.returncode == 0 and out.strip().endswith("PASS hold"), out
+    finally:
+        proc.kill()
+        proc.wait()
