@@ -64,15 +64,25 @@ class LocalPool:
         self.procs[0].wait()
         self.procs[0] = self._spawn_controller()
 
-    def __enter__(self) -> "LocalPool":
-        self.procs.append(self._spawn_controller())
+    def restart_server(self) -> None:
+        """Stop oriond (SIGTERM: it unregisters) and start it again (fault tests)."""
+        self.procs[1].terminate()
+        self.procs[1].wait()
+        self.procs[1] = self._spawn(self._server_args(), "oriond.out")
+        self._wait_registered()
+
+    def _server_args(self) -> list[str]:
         server_args = ["orion_server.oriond", "--controller", self.controller,
                        "--bind", "127.0.0.1", "--port", str(self.server_port),
                        "--log-dir", str(self.log_dir), "--backend", self.backend,
                        "--vgpu-count", str(self.vgpu_count)]
         if self.backend == "host":
             server_args += ["--host-devices", str(self.host_devices)]
-        self.procs.append(self._spawn(server_args, "oriond.out"))
+        return server_args
+
+    def __enter__(self) -> "LocalPool":
+        self.procs.append(self._spawn_controller())
+        self.procs.append(self._spawn(self._server_args(), "oriond.out"))
         try:
             self._wait_registered()
         except BaseException:

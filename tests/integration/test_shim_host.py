@@ -181,3 +181,9 @@ def test_a_controller_restart_does_not_disturb_running_applications(host_pool, s
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_after_an_oriond_restart_new_clients_work(host_pool, shim_dir, program_dir, tmp_path):
+    host_pool.restart_server()   # waits until the node is registered and up again
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "device_props")
+    assert programs.passed(proc, "device_props"), proc.stdout + client_log(tmp_path)
