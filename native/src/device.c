@@ -2,6 +2,7 @@
  * attributes, versions and error texts never cross the network. Properties and
  * attributes come from the snapshot taken when the session opened, where the server
  * put the vGPU's memory size in place of the physical GPU's. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -297,13 +298,16 @@ cudaError_t orion_unsupported(const char *name)
 {
     static const char *seen[512];
     static int n_seen;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     int known = 0;
+    pthread_mutex_lock(&lock);
     for (int i = 0; i < n_seen && !known; i++)
         known = seen[i] == name;
+    if (!known && n_seen < 512)
+        seen[n_seen++] = name;
+    pthread_mutex_unlock(&lock);
     if (!known) {
-        if (n_seen < 512)
-            seen[n_seen++] = name;
-        orion_init();
+        orion_init();   /* the log is opened there */
         ORION_WARN("%s is not supported by Orion yet: returning cudaErrorNotSupported", name);
     }
     return orion_fail(cudaErrorNotSupported);
