@@ -95,6 +95,14 @@ static mirror *new_mirror(void *host, size_t size)
     return m;
 }
 
+/* No mirror: the worker cannot map shared memory (another host, or none to be had). */
+static cudaError_t no_mirror(cudaError_t err)
+{
+    ORION_WARN("a graph copy of pageable host memory needs memory shared with the worker "
+               "(client and server on one host); use cudaMallocHost memory");
+    return orion_fail(err);
+}
+
 int orion_stream_capturing(cudaStream_t stream)
 {
     int found = 0;
@@ -134,7 +142,7 @@ cudaError_t orion_captured_copy(void *dst, const void *src, size_t count,
     int to_device = kind == cudaMemcpyHostToDevice;
     mirror *m = new_mirror(to_device ? (void *)src : dst, count);
     if (!m)
-        return orion_fail(cudaErrorMemoryAllocation);
+        return no_mirror(cudaErrorStreamCaptureUnsupported);
     if (to_device) {
         cudaError_t err = cudaLaunchHostFunc(stream, refresh, m);
         return err != cudaSuccess ? err
@@ -156,7 +164,7 @@ static cudaError_t mirrored_node(cudaGraphNode_t *pGraphNode, cudaGraph_t graph,
 {
     mirror *m = new_mirror(host, span);
     if (!m)
-        return orion_fail(cudaErrorMemoryAllocation);
+        return no_mirror(cudaErrorNotSupported);
     uint64_t id;
     cudaError_t err = orion_host_fn_persistent(to_device ? refresh : write_back, m, &id);
     if (err != cudaSuccess)

@@ -88,6 +88,31 @@ static cudaError_t staged_copy(staging *st, void *dst, const void *src, size_t c
     return err;
 }
 
+/* Bytes on the socket (across hosts, or where shared memory is unavailable) go in
+ * frames of at most WIRE_CHUNK: libzmq moves many small messages far faster than one
+ * large one, and the worker copies each chunk to the GPU while the next one arrives.
+ * The chunks of a host-to-device copy are sent without waiting, all but the last of a
+ * synchronous one too; its last chunk's reply carries any error of the earlier ones. */
+#define WIRE_CHUNK (1u << 20)
+
+static cudaError_t wire_copy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
+                            cudaStream_t stream, int is_async)
+{
+    cudaError_t err = cudaSuccess;
+    for (size_t done = 0; err == cudaSuccess && done < count; done += WIRE_CHUNK) {
+        size_t n = count - done < WIRE_CHUNK ? count - done : WIRE_CHUNK;
+        int last = done + n == count;
+        if (kind == cudaMemcpyHostToDevice)
+            err = is_async || !last
+                      ? orionMemcpyHtoDAsync((char *)dst + done, (const char *)src + done, n,
+                                             stream)
+                      : orionMemcpyHtoD((char *)dst + done, (const char *)src + done, n, stream);
+        else   /* the bytes come back in the reply: even the async form waits for them */
+            err = orionMemcpyDtoH((char *)dst + done, (const char *)src + done, n, stream);
+    }
+    return err;
+}
+
 static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
                         cudaStream_t stream, int is_async)
 {
@@ -122,11 +147,8 @@ static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcp
         memmove(dst, src, count);
         return cudaSuccess;
     case cudaMemcpyHostToDevice:
-        return is_async ? orionMemcpyHtoDAsync(dst, src, count, stream)
-                        : orionMemcpyHtoD(dst, src, count, stream);
     case cudaMemcpyDeviceToHost:
-        /* the bytes come back in the reply, so even the async form waits for them */
-        return orionMemcpyDtoH(dst, src, count, stream);
+        return wire_copy(dst, src, count, kind, stream, is_async);
     case cudaMemcpyDeviceToDevice:
         return is_async ? orionMemcpyDtoDAsync(dst, src, count, stream)
                         : orionMemcpyDtoD(dst, src, count, stream);

@@ -187,3 +187,22 @@ def test_after_an_oriond_restart_new_clients_work(host_pool, shim_dir, program_d
     host_pool.restart_server()   # waits until the node is registered and up again
     proc = run(host_pool, shim_dir, program_dir, tmp_path, "device_props")
     assert programs.passed(proc, "device_props"), proc.stdout + client_log(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["memory", "kernels", "streams_events", "textures"])
+def test_programs_pass_over_tcp_as_across_hosts(host_pool, shim_dir, program_dir, tmp_path,
+                                                name):
+    """ORION_ENABLE_NET=1: no shared memory, no call ring; bytes ride the socket, in
+    chunks (the 64 MiB copy of `memory` crosses as 64 of them)."""
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, name, ORION_ENABLE_NET=1)
+    assert programs.passed(proc, name), proc.stdout + client_log(tmp_path)
+    assert "through tcp://" in client_log(tmp_path)
+
+
+def test_captured_copies_of_host_memory_across_hosts_fail_clearly(host_pool, shim_dir,
+                                                                  program_dir, tmp_path):
+    """A graph replays its copies on the server, where only shared memory reaches the
+    client's pages: over tcp:// such a capture is refused, and the log says why."""
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "graphs", ORION_ENABLE_NET=1)
+    assert proc.returncode == 1 and "cudaErrorStreamCaptureUnsupported" in proc.stdout
+    assert "needs memory shared with the worker" in client_log(tmp_path)
