@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import platform
 import re
-import shutil
 import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,54 +45,29 @@ NVCC_FLAGS = (
 LINK_FLAGS = ("-ldl",)
 
 
-class BuildError(RuntimeError):
-    """nvcc failed; the message holds its command line and output."""
+def _test_programs_module():
+    """tests/programs/build.py: how Orion's CUDA programs are compiled and cached (loaded
+    by path: the module name `build` would shadow the PyPI package)."""
+    spec = importlib.util.spec_from_file_location("orion_test_programs",
+                                                  ROOT / "tests" / "programs" / "build.py")
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
-def nvcc_path() -> str | None:
-    for candidate in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _command(nvcc: str, source: Path, output: Path) -> list[str]:
-    return [nvcc, *NVCC_FLAGS, "-I", str(PROGRAMS_DIR), "-o", str(output), str(source),
-            *LINK_FLAGS]
-
-
-def _build_key(nvcc: str, source: Path) -> str:
-    digest = hashlib.sha256()
-    for path in (source, PROGRAMS_DIR / "bench.h"):
-        digest.update(path.read_bytes())
-    digest.update("\0".join(_command(nvcc, source, Path("out"))).encode())
-    stat = os.stat(nvcc)
-    digest.update(f"{os.path.realpath(nvcc)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
+_programs = _test_programs_module()
+BuildError = _programs.BuildError
+nvcc_path = _programs.nvcc_path
+gpu_present = _programs.gpu_present
+_COMPILER = _programs.Compiler(PROGRAMS_DIR, NVCC_FLAGS, "bench.h", LINK_FLAGS)
 
 
 def build(name: str, outdir: str | os.PathLike) -> Path:
     """Compile benchmarks/programs/<name>.cu into outdir/<name> (cached by content)."""
-    nvcc = nvcc_path()
-    if nvcc is None:
-        raise BuildError("nvcc not found (set $NVCC or put it on PATH)")
-    source = PROGRAMS_DIR / f"{name}.cu"
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    exe, key_file = outdir / name, outdir / f"{name}.buildkey"
-    key = _build_key(nvcc, source)
-    if exe.is_file() and key_file.is_file() and key_file.read_text() == key:
-        return exe
-    tmp = outdir / f".{name}.{os.getpid()}.tmp"
-    cmd = _command(nvcc, source, tmp)
-    env = dict(os.environ, TMPDIR=str(outdir))   # nvcc's temporary files stay in outdir
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise BuildError(f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stderr}{proc.stdout}")
-    os.replace(tmp, exe)
-    key_file.write_text(key)
-    return exe
+    return _COMPILER.build(name, outdir)
 
 
 def build_all(outdir: str | os.PathLike, names: Iterable[str] = PROGRAMS) -> dict[str, Path]:
@@ -100,23 +76,6 @@ def build_all(outdir: str | os.PathLike, names: Iterable[str] = PROGRAMS) -> dic
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
         paths = list(pool.map(lambda n: build(n, outdir), names))
     return dict(zip(names, paths))
-
-
-def gpu_present() -> bool:
-    """An NVIDIA GPU that CUDA can use (cuda.bindings cuInit, else nvidia-smi -L)."""
-    if shutil.which("nvidia-smi") is None:
-        return False
-    try:
-        from cuda.bindings import driver
-    except ImportError:
-        try:
-            smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                                 timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return smi.returncode == 0 and "GPU" in smi.stdout
-    (err,) = driver.cuInit(0)
-    return err == driver.CUresult.CUDA_SUCCESS
 
 
 def shim_ok(shim_dir: Path) -> bool:

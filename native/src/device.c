@@ -2,7 +2,6 @@
  * attributes, versions and error texts never cross the network. Properties and
  * attributes come from the snapshot taken when the session opened, where the server
  * put the vGPU's memory size in place of the physical GPU's. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -296,17 +295,7 @@ struct cudaChannelFormatDesc cudaCreateChannelDesc(int x, int y, int z, int w,
 /* One line in the log per call the client does not forward yet; never a crash. */
 cudaError_t orion_unsupported(const char *name)
 {
-    static const char *seen[512];
-    static int n_seen;
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    int known = 0;
-    pthread_mutex_lock(&lock);
-    for (int i = 0; i < n_seen && !known; i++)
-        known = seen[i] == name;
-    if (!known && n_seen < 512)
-        seen[n_seen++] = name;
-    pthread_mutex_unlock(&lock);
-    if (!known) {
+    if (orion_first_time(name)) {
         orion_init();   /* the log is opened there */
         ORION_WARN("%s is not supported by Orion yet: returning cudaErrorNotSupported", name);
     }

@@ -85,3 +85,18 @@ void orion_log(const char *level, const char *fmt, ...)
         fprintf(stderr, "orion %s: %s\n", level, line);
     pthread_mutex_unlock(&log_lock);
 }
+
+int orion_first_time(const char *name)
+{
+    static const char *seen[512];
+    static int n_seen;
+    static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+    int known = 0;
+    pthread_mutex_lock(&seen_lock);
+    for (int i = 0; i < n_seen && !known; i++)
+        known = seen[i] == name;
+    if (!known && n_seen < 512)
+        seen[n_seen++] = name;
+    pthread_mutex_unlock(&seen_lock);
+    return !known;
+}

@@ -77,6 +77,8 @@ cudaError_t orion_session_call(orion_session *s, orion_msg *m);
 
 /* ---- logging (log.c) ---- */
 void orion_log_open(void);
+/* 1 the first time `name` (a string constant: compared by address) is seen. */
+int orion_first_time(const char *name);
 void orion_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define ORION_INFO(...) orion_log("INFO", __VA_ARGS__)
 #define ORION_WARN(...) orion_log("WARN", __VA_ARGS__)

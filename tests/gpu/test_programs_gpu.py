@@ -7,7 +7,6 @@ shim points at Orion. Skipped without nvcc or without a working GPU.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,19 +31,7 @@ programs = _load_programs_module()
 
 
 def _gpu_present() -> bool:
-    if shutil.which("nvidia-smi") is None:
-        return False
-    try:
-        from cuda.bindings import driver
-    except ImportError:
-        # No CUDA Python bindings: ask nvidia-smi for a GPU instead.
-        try:
-            smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return smi.returncode == 0 and "GPU" in smi.stdout
-    (err,) = driver.cuInit(0)
-    return err == driver.CUresult.CUDA_SUCCESS
+    return programs.gpu_present()
 
 
 pytestmark = pytest.mark.gpu

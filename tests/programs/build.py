@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -71,6 +72,78 @@ def available() -> bool:
     return nvcc_path() is not None
 
 
+def gpu_present() -> bool:
+    """An NVIDIA GPU that CUDA can use (cuda.bindings cuInit, else nvidia-smi -L)."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        try:
+            smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return smi.returncode == 0 and "GPU" in smi.stdout
+    (err,) = driver.cuInit(0)
+    return err == driver.CUresult.CUDA_SUCCESS
+
+
+@dataclass(frozen=True)
+class Compiler:
+    """nvcc with fixed flags over one directory of programs (`<name>.cu` plus a header
+    they share); each executable is rebuilt only when its sources, the flags or the
+    compiler change (the key is kept in outdir/<name>.buildkey). Safe to call from
+    parallel workers: the executable is written under a temporary name and renamed."""
+
+    programs_dir: Path
+    flags: tuple[str, ...]
+    shared_header: str
+    link_flags: tuple[str, ...] = ()
+
+    def command(self, nvcc: str, source: Path, output: Path) -> list[str]:
+        return [nvcc, *self.flags, "-I", str(self.programs_dir), "-o", str(output),
+                str(source), *self.link_flags]
+
+    def key(self, nvcc: str, source: Path) -> str:
+        """Hash of everything the executable depends on: sources, flags, compiler."""
+        digest = hashlib.sha256()
+        for path in (source, self.programs_dir / self.shared_header):
+            digest.update(path.read_bytes())
+        digest.update("\0".join(self.command(nvcc, source, Path("out"))).encode())
+        stat = os.stat(nvcc)
+        digest.update(f"{os.path.realpath(nvcc)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
+
+    def build(self, name: str, outdir: str | os.PathLike) -> Path:
+        """Compile <programs_dir>/<name>.cu into outdir/<name> and return its path."""
+        nvcc = nvcc_path()
+        if nvcc is None:
+            raise BuildError("nvcc not found (set $NVCC or put it on PATH)")
+        source = self.programs_dir / f"{name}.cu"
+        if not source.is_file():
+            raise FileNotFoundError(f"no program {source}")
+        outdir = Path(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        exe, key_file = outdir / name, outdir / f"{name}.buildkey"
+        key = self.key(nvcc, source)
+        if exe.is_file() and key_file.is_file() and key_file.read_text() == key:
+            return exe
+        tmp = outdir / f".{name}.{os.getpid()}.tmp"
+        cmd = self.command(nvcc, source, tmp)
+        env = dict(os.environ, TMPDIR=str(outdir))   # nvcc's temporary files stay in outdir
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise BuildError(f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stderr}{proc.stdout}")
+        os.replace(tmp, exe)
+        key_file.write_text(key)
+        return exe
+
+
+TEST_PROGRAMS = Compiler(PROGRAMS_DIR, NVCC_FLAGS, "common.h")
+
+
 def all_programs() -> list[str]:
     """Names of all programs, sorted."""
     return sorted(p.stem for p in PROGRAMS_DIR.glob("*.cu"))
@@ -81,51 +154,9 @@ def all_invocations() -> list[tuple[str, tuple[str, ...]]]:
     return [(name, args) for name in all_programs() for args in INVOCATIONS.get(name, [()])]
 
 
-def _command(nvcc: str, source: Path, output: Path) -> list[str]:
-    return [nvcc, *NVCC_FLAGS, "-I", str(PROGRAMS_DIR), "-o", str(output), str(source)]
-
-
-def _build_key(nvcc: str, source: Path) -> str:
-    """Hash of everything the executable depends on: sources, flags, compiler."""
-    digest = hashlib.sha256()
-    for path in (source, PROGRAMS_DIR / "common.h"):
-        digest.update(path.read_bytes())
-    digest.update("\0".join(_command(nvcc, source, Path("out"))).encode())
-    stat = os.stat(nvcc)
-    digest.update(f"{os.path.realpath(nvcc)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
-
-
 def build(name: str, outdir: str | os.PathLike) -> Path:
-    """Compile tests/programs/<name>.cu into outdir/<name> and return its path.
-
-    Reuses the executable when its sources, flags and compiler are unchanged
-    (the key is kept in outdir/<name>.buildkey). Safe to call from parallel
-    test workers: the executable is written under a temporary name and renamed.
-    """
-    nvcc = nvcc_path()
-    if nvcc is None:
-        raise BuildError("nvcc not found (set $NVCC or put it on PATH)")
-    source = PROGRAMS_DIR / f"{name}.cu"
-    if not source.is_file():
-        raise FileNotFoundError(f"no test program {source}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    exe = outdir / name
-    key_file = outdir / f"{name}.buildkey"
-    key = _build_key(nvcc, source)
-    if exe.is_file() and key_file.is_file() and key_file.read_text() == key:
-        return exe
-
-    tmp = outdir / f".{name}.{os.getpid()}.tmp"
-    cmd = _command(nvcc, source, tmp)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise BuildError(f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stderr}{proc.stdout}")
-    os.replace(tmp, exe)
-    key_file.write_text(key)
-    return exe
+    """Compile tests/programs/<name>.cu into outdir/<name> and return its path."""
+    return TEST_PROGRAMS.build(name, outdir)
 
 
 def run_program(

@@ -180,16 +180,7 @@ nvmlReturn_t orion_nvml_string(const char *value, char *out, unsigned int length
 
 nvmlReturn_t orion_nvml_unsupported(const char *name)
 {
-    static const char *seen[512];
-    static int n_seen;
-    int known = 0;
-    pthread_mutex_lock(&lock);
-    for (int i = 0; i < n_seen && !known; i++)
-        known = seen[i] == name;
-    if (!known && n_seen < 512)
-        seen[n_seen++] = name;
-    pthread_mutex_unlock(&lock);
-    if (!known)
+    if (orion_first_time(name))
         ORION_WARN("%s is not supported by Orion: returning NVML_ERROR_NOT_SUPPORTED", name);
     return NVML_ERROR_NOT_SUPPORTED;
 }
