@@ -42,6 +42,16 @@ STICKY_ERRORS = {700, 702, 710, 714, 715, 716, 717, 718, 719}
 # calls: they neither report nor consume the errors owed to the application's next call.
 CALLS = {**cudart_table.CALLS, **nvml_table.CALLS}
 QUERIES = frozenset(nvml_table.CALLS)
+# Where the driver prints what kernels wrote (device printf, assert messages): at the
+# calls that wait for the GPU. Only their replies (and errors) collect device output,
+# which spares every other reply a flush and two reads.
+_SYNCING_NAMES = {"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize",
+                  "cudaDeviceReset", "cudaMemset", "cudaMemset2D", "cudaMemset3D",
+                  "cudaMemcpyPeer", "orionMemcpyHtoD", "orionMemcpyDtoH", "orionMemcpyDtoD",
+                  "orionMemcpyShm", "orionMemcpy2DHtoD", "orionMemcpy2DDtoH",
+                  "orionMemcpy2DDtoD", "orionMemcpy2DToArray", "orionMemcpy2DFromArray",
+                  "orionMemcpy2DArrayDtoD"}
+SYNCING = frozenset(i for i, c in CALLS.items() if c.name in _SYNCING_NAMES)
 
 
 class Session:
@@ -51,6 +61,7 @@ class Session:
         self.backend = backend
         # (reply flag, DeviceOutput) of stdout and stderr, where they are captured
         self.outputs = outputs
+        self._handlers: dict[int, tuple] = {}
         self.pending_error = 0     # first error of an async call, owed to the next sync call
         self.sticky_error = 0
         self.calls = 0
@@ -73,18 +84,27 @@ class Session:
             status, payload, bulk_out = self.pending_error, b"", []
             self.pending_error = 0
         flags, printed = 0, []
-        for flag, output in self.outputs:
-            text = output.take()
-            if text:
-                flags |= flag
-                printed.append(text)
+        if status or req.call_id in SYNCING:
+            for flag, output in self.outputs:
+                text = output.take()
+                if text:
+                    flags |= flag
+                    printed.append(text)
         return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
+
+    def _dispatch(self, call_id: int) -> tuple:
+        """The call and the backend's bound handler for an id, looked up once."""
+        found = self._handlers.get(call_id)
+        if found is None:
+            call = CALLS.get(call_id)
+            found = (call, getattr(self.backend, call.name, None) if call else None)
+            self._handlers[call_id] = found
+        return found
 
     def _execute(self, req: wire.Request, head, bulk) -> tuple[int, bytes, list]:
         if self.sticky_error and req.call_id not in QUERIES:
             return self.sticky_error, b"", []
-        call = CALLS.get(req.call_id)
-        handler = getattr(self.backend, call.name, None) if call else None
+        call, handler = self._dispatch(req.call_id)
         if call is None:
             log.warning("unknown call id 0x%08x", req.call_id)
             return B.cudaErrorInvalidValue, b"", []
