@@ -3,7 +3,6 @@ host-memory backend (CI's stand-in for a GPU server; launches are recorded, not 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
