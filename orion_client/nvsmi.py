@@ -81,10 +81,10 @@ def _flag(env: dict, name: str) -> bool:
     return env.get(name, "").lower() in ("1", "true")
 
 
-def allocate_request(env: dict, who: str) -> dict:
-    """The request a new run would send (native/src/control.c, orion_allocate), less
-    `reserved`: a reservation would outlive the preview's grant."""
-    request = {"op": "allocate", "vgpu": _setting(env, "ORION_VGPU", 1, 64) or 1,
+def preview_request(env: dict, who: str) -> dict:
+    """The request a new run would send (native/src/control.c, orion_allocate), as a
+    preview: the controller answers what it would grant and holds nothing."""
+    request = {"op": "preview", "vgpu": _setting(env, "ORION_VGPU", 1, 64) or 1,
                "gmem": _setting(env, "ORION_GMEM", 1, 1 << 40),
                "ratio": _setting(env, "ORION_RATIO", 1, 100), "client_id": who,
                "host": socket.gethostname(), "pid": os.getpid()}
@@ -114,11 +114,10 @@ def held_or_preview(client: ControlClient, env: dict) -> tuple[list[dict], list[
               (group and lease.get("group_id") == group)]
     if leases:
         return leases, status["nodes"], False
-    grant = client.request(allocate_request(env, who))
+    grant = client.request(preview_request(env, who))
     if not grant["ok"]:
         raise SystemExit(f"orion-nv-smi: no vGPU is held by {who}, and a new run would get "
                          f"none: {grant.get('error')}")
-    client.request({"op": "release", "lease": grant["lease"]})
     return [{"lease": None, "pid": None, "host": None, "vgpus": grant["vgpus"]}], \
         status["nodes"], True
 

@@ -205,6 +205,14 @@ class Pool:
         demand, owner, _ = request.parse({"vgpu": vgpu, "gmem": gmem, "ratio": ratio, **more})
         return self._grant(demand, owner)
 
+    def preview(self, vgpu: Any = 1, gmem: Any = None, ratio: Any = None, **more: Any) -> Grant:
+        """What allocate would grant now, holding nothing (no lease, no quota charge, no
+        reservation): for tools that show what a new run would get (orion-nv-smi)."""
+        self.expire()
+        demand, owner, _ = request.parse({"vgpu": vgpu, "gmem": gmem, "ratio": ratio, **more,
+                                          "reserved": False})
+        return self._grant(demand, owner, commit=False)
+
     def release(self, lease: Any) -> None:
         self.expire()
         lease_id = fields.text("lease", lease)
@@ -312,7 +320,7 @@ class Pool:
 
     # -- internals: granting ----------------------------------------------------------
 
-    def _grant(self, demand: Demand, owner: Owner) -> Grant:
+    def _grant(self, demand: Demand, owner: Owner, commit: bool = True) -> Grant:
         custom = self.custom.find(demand.device_name)
         who = f"allocate {demand.describe()} for {owner.describe()}"
         if custom is not None and demand.cross_node:
@@ -325,7 +333,7 @@ class Pool:
         if group is not None:
             slots = idle_slots(group, demand, self._usable)
             if slots is not None:
-                return self._grant_reserved(demand, owner, group, slots)
+                return self._grant_reserved(demand, owner, group, slots, commit)
         if not self.inventory.devices:
             log.info("%s: refused: the pool is empty", who)
             raise Busy("no GPU is registered in the pool")
@@ -345,10 +353,12 @@ class Pool:
         except QuotaExceeded as exceeded:
             log.info("%s: %s; refused: %s", who, decision, exceeded)
             raise (Busy if exceeded.retry else Invalid)(str(exceeded)) from None
-        lease_id = uuid.uuid4().hex
+        lease_id = uuid.uuid4().hex if commit else ""
         vgpus = [VGpu(vgpu_id=f"{lease_id}-{i}", server=d.node.server, node=d.node.name,
                       gpu_uuid=d.gpu.uuid, gpu_index=d.gpu.index, gpu_name=d.gpu.name,
                       memory_mib=mib, ratio=ratio) for i, (d, mib, ratio) in enumerate(items)]
+        if not commit:
+            return Grant(lease_id, tuple(vgpus), demand.qos, owner.group_id, False)
         slots = None
         if owner.reserved:
             group = self.groups.open(owner.group_id, owner.client_id)
@@ -368,13 +378,15 @@ class Pool:
         return Grant(lease_id, tuple(vgpus), demand.qos, owner.group_id, owner.reserved)
 
     def _grant_reserved(self, demand: Demand, owner: Owner, group: ReservedGroup,
-                        slots: list[ReservedSlot]) -> Grant:
-        lease_id = uuid.uuid4().hex
+                        slots: list[ReservedSlot], commit: bool = True) -> Grant:
+        lease_id = uuid.uuid4().hex if commit else ""
         devices = [self.inventory.devices[slot.gpu_uuid] for slot in slots]
         vgpus = [VGpu(vgpu_id=f"{lease_id}-{i}", server=d.node.server, node=d.node.name,
                       gpu_uuid=d.gpu.uuid, gpu_index=d.gpu.index, gpu_name=d.gpu.name,
                       memory_mib=slot.memory_mib, ratio=slot.ratio)
                  for i, (d, slot) in enumerate(zip(devices, slots))]
+        if not commit:
+            return Grant(lease_id, tuple(vgpus), demand.qos, group.group_id, True)
         for slot in slots:
             slot.holder = lease_id
         self.store.save_group(group.wire())

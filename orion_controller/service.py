@@ -60,6 +60,7 @@ class Service:
         self._ops: dict[str, Callable[[dict], dict]] = {
             "register": self._register, "heartbeat": self._heartbeat,
             "unregister": self._unregister, "allocate": self._allocate,
+            "preview": self._preview,
             "release": self._release, "status": self._status,
             "release_group": self._release_group, "group_list": self._group_list,
             "summary": self._summary,
@@ -195,6 +196,10 @@ class Service:
         grant = self.pool.allocate(**request.pick(m))
         return {"lease": grant.lease, "vgpus": [v.wire() for v in grant.vgpus],
                 "qos": grant.qos, "group_id": grant.group_id, "reserved": grant.reserved}
+
+    def _preview(self, m: dict) -> dict:
+        grant = self.pool.preview(**request.pick(m))
+        return {"vgpus": [v.wire() for v in grant.vgpus], "qos": grant.qos}
 
     def _release(self, m: dict) -> dict:
         self.pool.release(m.get("lease"))

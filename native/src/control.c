@@ -124,10 +124,12 @@ static void add_placement_fields(cJSON *body)
         cJSON_AddStringToObject(body, "qos", qos);
 }
 
-int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size)
+/* "allocate" takes vGPUs under a new lease; "preview" only says what it would take. */
+static int request_vgpus(const char *op, const orion_config *cfg, orion_lease *lease,
+                         char *why, size_t why_size)
 {
     cJSON *body = cJSON_CreateObject();
-    cJSON_AddStringToObject(body, "op", "allocate");
+    cJSON_AddStringToObject(body, "op", op);
     cJSON_AddNumberToObject(body, "vgpu", cfg->vgpu);
     if (cfg->gmem_mib)
         cJSON_AddNumberToObject(body, "gmem", (double)cfg->gmem_mib);
@@ -164,11 +166,21 @@ int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_
         copy_string(v, "vgpu_id", g->vgpu_id, sizeof g->vgpu_id);
     }
     cJSON_Delete(reply);
-    if (!lease->id[0] || lease->count == 0) {
+    if ((strcmp(op, "allocate") == 0 && !lease->id[0]) || lease->count == 0) {
         snprintf(why, why_size, "the controller granted no vGPU");
         return -1;
     }
     return 0;
+}
+
+int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size)
+{
+    return request_vgpus("allocate", cfg, lease, why, why_size);
+}
+
+int orion_preview(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size)
+{
+    return request_vgpus("preview", cfg, lease, why, why_size);
 }
 
 void orion_release(const orion_config *cfg, const orion_lease *lease)

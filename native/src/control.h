@@ -24,6 +24,8 @@ typedef struct orion_lease {
 
 /* 0 on success; -1 with `why` filled in (controller unreachable, refused, ...). */
 int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size);
+/* What orion_allocate would get now, holding nothing (no lease id comes back). */
+int orion_preview(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size);
 void orion_release(const orion_config *cfg, const orion_lease *lease);
 /* Open a session on `server` for the grants of the lease held there; the worker's
  * call and host-function addresses come back in `worker` and `events`. */

@@ -359,3 +359,16 @@ def test_a_released_lease_is_not_rebuilt_by_a_late_heartbeat():
     result = pool.heartbeat("n1", [grant.lease], {grant.lease: entries})
     assert result.lost == (grant.lease,)
     pool.allocate(vgpu=1)   # the GPU is free for the next client
+
+
+def test_a_preview_holds_nothing():
+    pool = Pool()
+    pool.register("n1", "tcp://n1:9960", [{"uuid": "GPU-1", "name": "T", "index": 0,
+                                            "memory_mib": 1000}], vgpu_count=1)
+    preview = pool.preview(vgpu=1)
+    assert preview.lease == "" and [v.memory_mib for v in preview.vgpus] == [1000]
+    assert pool.preview(vgpu=1).vgpus == preview.vgpus   # nothing was taken
+    grant = pool.allocate(vgpu=1)
+    assert grant.lease and grant.vgpus[0].gpu_uuid == "GPU-1"
+    with pytest.raises(Busy):
+        pool.preview(vgpu=1)    # a preview is refused as allocate would be

@@ -78,8 +78,10 @@ def test_new_ops_over_the_service() -> None:
     assert ask(service, {"op": "quota_list"}) == {"ok": True, "quotas": [], "enforced": False}
     unknown = ask(service, {"op": "nope"})["error"]
     assert unknown.startswith("unknown op 'nope'; known: register, heartbeat, unregister, "
-                              "allocate, release, status, release_group, group_list, summary, "
-                              "custom_device_add")
+                              "allocate, preview, release, status, release_group, group_list, "
+                              "summary, custom_device_add")
+    preview = ask(service, {"op": "preview"})   # the only GPU is still in use: refused
+    assert not preview["ok"] and preview["retry"] and "no node has room" in preview["error"]
 
 
 # -- wait_s ----------------------------------------------------------------------------

@@ -40,8 +40,8 @@ static nvmlReturn_t describe_sessions(void)
     return NVML_SUCCESS;
 }
 
-/* What a new run would get: a grant the controller makes for these settings, given
- * back at once (the controller has no dry run). */
+/* What a new run would get: the controller's preview for these settings (it holds
+ * nothing). */
 static nvmlReturn_t describe_preview(void)
 {
     static orion_config cfg;
@@ -52,11 +52,10 @@ static nvmlReturn_t describe_preview(void)
         ORION_ERROR("configuration: %s", cfg.error);
         return NVML_ERROR_DRIVER_NOT_LOADED;
     }
-    if (orion_allocate(&cfg, &lease, why, sizeof why)) {
+    if (orion_preview(&cfg, &lease, why, sizeof why)) {
         ORION_ERROR("NVML: a new run would get no vGPU: %s", why);
         return NVML_ERROR_DRIVER_NOT_LOADED;
     }
-    orion_release(&cfg, &lease);
     count = (unsigned)lease.count;
     for (unsigned i = 0; i < count; i++) {
         struct nvmlDevice_st *d = &table[i];
