@@ -7,7 +7,6 @@ copied into frame 0.
 """
 from __future__ import annotations
 
-import functools
 import struct
 from dataclasses import dataclass
 
@@ -63,8 +62,19 @@ def parse_reply_header(frame: bytes | memoryview) -> tuple[int, int]:
     return status, seq
 
 
-@functools.lru_cache(maxsize=None)
 def _plan(call: Call) -> tuple:
+    """The decoding plan of a call, made once (keyed by name: hashing the frozen Call
+    itself would cost more than decoding)."""
+    plan = _PLANS.get(call.name)
+    if plan is None:
+        plan = _PLANS[call.name] = _make_plan(call)
+    return plan
+
+
+_PLANS: dict[str, tuple] = {}
+
+
+def _make_plan(call: Call) -> tuple:
     """How to decode a call's arguments, fixed once per call: runs of fixed-size
     parameters (values, and the lengths of buffers) become one struct unpack each; an
     optional `in` or a string starts a step of its own. This is the hot path of every
@@ -84,11 +94,17 @@ def _plan(call: Call) -> tuple:
     return tuple(steps)
 
 
-@functools.lru_cache(maxsize=None)
 def out_buf_positions(call: Call) -> tuple[int, ...]:
     """Where the requested lengths of out_buf parameters sit among the decoded args."""
-    inputs = [p for p in call.params if p.kind != "out"]
-    return tuple(i for i, p in enumerate(inputs) if p.kind == "out_buf")
+    positions = _OUT_BUFS.get(call.name)
+    if positions is None:
+        inputs = [p for p in call.params if p.kind != "out"]
+        positions = _OUT_BUFS[call.name] = tuple(i for i, p in enumerate(inputs)
+                                                 if p.kind == "out_buf")
+    return positions
+
+
+_OUT_BUFS: dict[str, tuple[int, ...]] = {}
 
 
 def decode_args(call: Call, frame: memoryview, bulk: list[memoryview]) -> list:
