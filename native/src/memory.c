@@ -134,8 +134,10 @@ static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcp
     if (is_async && stream && (kind == cudaMemcpyHostToDevice ||
                                kind == cudaMemcpyDeviceToHost) && orion_stream_capturing(stream))
         return orion_captured_copy(dst, src, count, kind, stream);
-    if (count >= STAGING_MIN && (kind == cudaMemcpyHostToDevice ||
-                                 kind == cudaMemcpyDeviceToHost)) {
+    /* device-to-host copies of any size: the worker writes into the staging segment
+     * instead of building a reply frame (the same path as page-locked memory's) */
+    if ((count >= STAGING_MIN && kind == cudaMemcpyHostToDevice) ||
+        kind == cudaMemcpyDeviceToHost) {
         staging *st = staging_acquire();
         if (st)
             return staged_copy(st, dst, src, count, kind, stream);
