@@ -4,6 +4,7 @@ recorded instead of run (there is no GPU), so the programs skip kernel-result ch
 and these tests check the recorded launches' argument bytes instead."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -105,6 +106,21 @@ def test_bad_settings_are_reported(host_pool, shim_dir, program_dir, tmp_path):
     assert "ORION_VGPU=two is not a whole number" in client_log(tmp_path)
 
 
+@contextlib.contextmanager
+def holding(pool, shim_dir, program_dir, home, seconds: int):
+    """The `hold` program through the shim, once it has its vGPU and memory; killed at
+    the end whatever happened."""
+    path = programs.build("hold", program_dir)
+    proc = subprocess.Popen([str(path), str(seconds)], env=shim_env(pool, shim_dir, home),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def server_sessions(pool) -> list:
     with ControlClient(f"127.0.0.1:{pool.server_port}", timeout_s=5) as client:
         return client.request({"op": "status"})["sessions"]
@@ -112,11 +128,7 @@ def server_sessions(pool) -> list:
 
 def test_killed_client_is_cleaned_up_within_5_seconds(host_pool, shim_dir, program_dir,
                                                       tmp_path):
-    path = programs.build("hold", program_dir)
-    proc = subprocess.Popen([str(path), "600"], env=shim_env(host_pool, shim_dir, tmp_path),
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "READY"
+    with holding(host_pool, shim_dir, program_dir, tmp_path, 600) as proc:
         assert len(host_pool.status()["leases"]) == 1
         (session,) = server_sessions(host_pool)
         os.kill(proc.pid, signal.SIGKILL)
@@ -129,26 +141,16 @@ def test_killed_client_is_cleaned_up_within_5_seconds(host_pool, shim_dir, progr
         assert not server_sessions(host_pool), "the worker is still running"
         with pytest.raises(ProcessLookupError):
             os.kill(session["pid"], 0)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_a_dead_worker_is_an_error_at_the_next_call_never_a_hang(host_pool, shim_dir,
                                                                  program_dir, tmp_path):
-    path = programs.build("hold", program_dir)
-    proc = subprocess.Popen([str(path), "600"], env=shim_env(host_pool, shim_dir, tmp_path),
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "READY"
+    with holding(host_pool, shim_dir, program_dir, tmp_path, 600) as proc:
         (session,) = server_sessions(host_pool)
         os.kill(session["pid"], signal.SIGKILL)
         out, _ = proc.communicate(timeout=10)   # the program's next call fails at once
         assert proc.returncode == 1
         assert "cudaErrorDevicesUnavailable" in out
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_placement_settings_reach_the_controller(host_pool, shim_dir, program_dir, tmp_path):
@@ -160,11 +162,7 @@ def test_placement_settings_reach_the_controller(host_pool, shim_dir, program_di
 
 def test_a_controller_restart_does_not_disturb_running_applications(host_pool, shim_dir,
                                                                     program_dir, tmp_path):
-    path = programs.build("hold", program_dir)
-    proc = subprocess.Popen([str(path), "8"], env=shim_env(host_pool, shim_dir, tmp_path),
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "READY"
+    with holding(host_pool, shim_dir, program_dir, tmp_path, 8) as proc:
         (lease,) = host_pool.status()["leases"]
         host_pool.restart_controller()
         deadline = time.monotonic() + 10
@@ -178,9 +176,6 @@ def test_a_controller_restart_does_not_disturb_running_applications(host_pool, s
         assert [l["lease"] for l in rebuilt] == [lease["lease"]], "grant not rebuilt"
         out, _ = proc.communicate(timeout=30)   # it kept running to its end
         assert proc.returncode == 0 and out.strip().endswith("PASS hold"), out
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_after_an_oriond_restart_new_clients_work(host_pool, shim_dir, program_dir, tmp_path):

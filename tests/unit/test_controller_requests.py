@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import zmq
 
 from orion_controller.client import ControlClient
 from orion_controller.fields import Invalid
@@ -85,23 +83,6 @@ def test_new_ops_over_the_service() -> None:
 
 
 # -- wait_s ----------------------------------------------------------------------------
-
-@pytest.fixture
-def served() -> Iterator[tuple[zmq.Context, str]]:
-    context = zmq.Context()
-    socket = context.socket(zmq.ROUTER)
-    socket.bind("inproc://controller")
-    stop = threading.Event()
-    thread = threading.Thread(target=Service(Pool()).serve, args=(socket, stop.is_set))
-    thread.start()
-    try:
-        yield context, "inproc://controller"
-    finally:
-        stop.set()
-        thread.join(5)
-        socket.close(linger=0)
-        context.term()
-
 
 def test_a_request_may_wait_for_capacity(served) -> None:
     context, url = served

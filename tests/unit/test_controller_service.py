@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
 import zmq
@@ -86,24 +85,6 @@ def test_message_flow(service: Service) -> None:
 
 
 # -- over sockets ----------------------------------------------------------------------
-
-@pytest.fixture
-def served() -> Iterator[tuple[zmq.Context, str]]:
-    """The service on an inproc:// ROUTER in a thread; yields the context and address."""
-    context = zmq.Context()
-    socket = context.socket(zmq.ROUTER)
-    socket.bind("inproc://controller")
-    stop = threading.Event()
-    thread = threading.Thread(target=Service(Pool()).serve, args=(socket, stop.is_set))
-    thread.start()
-    try:
-        yield context, "inproc://controller"
-    finally:
-        stop.set()
-        thread.join(5)
-        socket.close(linger=0)
-        context.term()
-
 
 def test_client_round_trip(served) -> None:
     context, url = served
