@@ -96,15 +96,18 @@ class MemoryCalls:
         except B.CudaError:
             return (0, 0)
 
-    def _copy(self, dst: int, src: int, count: int, kind, stream: int, sync: bool):
+    def _on_stream(self, copy, stream: int, sync: bool) -> int:
+        """Issue `copy` (an async runtime call) on a checked stream; with `sync`, wait for
+        the stream as the synchronous form of the call would."""
         self._check_stream(stream)
-        if sync:
-            (err,) = rt.cudaMemcpyAsync(dst, src, count, kind, stream)
-            if not err:
-                (err,) = rt.cudaStreamSynchronize(stream)
-        else:
-            (err,) = rt.cudaMemcpyAsync(dst, src, count, kind, stream)
+        (err,) = copy()
+        if not err and sync:
+            (err,) = rt.cudaStreamSynchronize(stream)
         return status(err)
+
+    def _copy(self, dst: int, src: int, count: int, kind, stream: int, sync: bool):
+        return self._on_stream(lambda: rt.cudaMemcpyAsync(dst, src, count, kind, stream),
+                               stream, sync)
 
     def orionMemcpyHtoD(self, dst: int, src, count: int, stream: int, sync: bool = True):
         self._check_range(dst, count)
@@ -145,11 +148,8 @@ class MemoryCalls:
         return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDefault, stream, False),)
 
     def _memcpy2d(self, dst, dpitch, src, spitch, width, height, kind, stream, sync):
-        self._check_stream(stream)
-        (err,) = rt.cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, stream)
-        if not err and sync:
-            (err,) = rt.cudaStreamSynchronize(stream)
-        return status(err)
+        return self._on_stream(lambda: rt.cudaMemcpy2DAsync(dst, dpitch, src, spitch, width,
+                                                            height, kind, stream), stream, sync)
 
     def _check_2d(self, ptr: int, pitch: int, width: int, height: int) -> None:
         if width > pitch:
@@ -233,17 +233,10 @@ class MemoryCalls:
         err, desc = rt.cudaGetChannelDesc(array)
         return (status(err),) if err else (0, to_bytes(desc, CHANNEL.size))
 
-    def _array_copy(self, copy, stream: int, sync: bool) -> int:
-        self._check_stream(stream)
-        (err,) = copy()
-        if not err and sync:
-            (err,) = rt.cudaStreamSynchronize(stream)
-        return status(err)
-
     def orionMemcpy2DToArray(self, array, w, h, src, width, height, stream):
         self._check_array(array)
         host = np.frombuffer(src, dtype=np.uint8).ctypes.data
-        return (self._array_copy(lambda: rt.cudaMemcpy2DToArrayAsync(
+        return (self._on_stream(lambda: rt.cudaMemcpy2DToArrayAsync(
             array, w, h, host, width, width, height, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
             stream), stream, True),)
 
@@ -251,7 +244,7 @@ class MemoryCalls:
         self._check_array(array)
         out = bytearray(length)
         host = np.frombuffer(out, dtype=np.uint8).ctypes.data
-        err = self._array_copy(lambda: rt.cudaMemcpy2DFromArrayAsync(
+        err = self._on_stream(lambda: rt.cudaMemcpy2DFromArrayAsync(
             host, width, array, w, h, width, height, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
             stream), stream, True)
         return (err,) if err else (0, out)
@@ -266,7 +259,7 @@ class MemoryCalls:
         else:
             copy = lambda: rt.cudaMemcpy2DFromArrayAsync(ptr, pitch, array, w, h, width, height,
                                                          kind, stream)
-        return (self._array_copy(copy, stream, True),)
+        return (self._on_stream(copy, stream, True),)
 
     def cudaMalloc3D(self, extent: bytes):
         width, height, depth = EXTENT.unpack(extent)
