@@ -1,0 +1,64 @@
+"""Faults on the real server: a client killed mid-kernel has its GPU memory freed within
+5 s, and a kernel fault in one session leaves another session on the same GPU unharmed."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from conftest import programs
+from test_nvml_gpu import orion_env
+from test_shim_gpu import gpu_pool  # noqa: F401  (the module's pool fixture)
+
+pytestmark = pytest.mark.gpu
+
+
+def gpu_memory_used_mib() -> float:
+    import pynvml as nvml
+    nvml.nvmlInit()
+    try:
+        return nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(0)).used / 2**20
+    finally:
+        nvml.nvmlShutdown()
+
+
+def test_client_killed_mid_kernel_frees_its_gpu_memory_within_5_s(
+        gpu_pool, shim_dir, program_dir, tmp_path):
+    spin = programs.build("spin", program_dir)
+    before = gpu_memory_used_mib()
+    proc = subprocess.Popen([str(spin), "60", "4096"], stdout=subprocess.PIPE, text=True,
+                            env=orion_env(gpu_pool, shim_dir, tmp_path, ORION_VGPU=1))
+    try:
+        assert proc.stdout.readline().startswith("READY")
+        assert proc.stdout.readline().startswith("WORK")   # kernels are running
+        assert gpu_memory_used_mib() > before + 4000
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = time.monotonic()
+    while gpu_memory_used_mib() > before + 256 and time.monotonic() < killed + 5:
+        time.sleep(0.05)
+    freed_after = time.monotonic() - killed
+    assert gpu_memory_used_mib() <= before + 256, f"still {gpu_memory_used_mib()} MiB used"
+    print(f"freed {freed_after:.2f} s after the kill")
+
+
+def test_a_faulting_session_leaves_its_neighbour_unharmed(gpu_pool, shim_dir, program_dir,
+                                                          tmp_path):
+    hold = programs.build("hold", program_dir)
+    faulty = programs.build("sticky_error", program_dir)
+    neighbour = subprocess.Popen([str(hold), "6"], stdout=subprocess.PIPE, text=True,
+                                 env=orion_env(gpu_pool, shim_dir, tmp_path / "a",
+                                               ORION_VGPU=1))
+    try:
+        assert neighbour.stdout.readline().strip() == "READY"
+        fault = subprocess.run([str(faulty)], capture_output=True, text=True, timeout=120,
+                               env=orion_env(gpu_pool, shim_dir, tmp_path / "b",
+                                             ORION_VGPU=1))
+        assert programs.passed(fault, "sticky_error"), fault.stdout + fault.stderr
+        rest = neighbour.communicate(timeout=60)[0]
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert neighbour.returncode == 0 and "PASS hold" in rest, rest
