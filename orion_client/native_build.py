@@ -91,14 +91,23 @@ def _link(target: Path, objects: list[Path], args: list[str]) -> None:
     os.replace(partial, target)
 
 
+def _place(source: Path, target: Path) -> None:
+    """Copy a library beside the shims as _link places them: written next to `target`,
+    then moved in place. Copying over it would rewrite pages that running programs (other
+    tests, benchmarks) have mapped: they die of SIGBUS or SIGSEGV."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.copy2(source, partial)
+    os.replace(partial, target)
+
+
 def build(out_dir: Path = LIB_DIR) -> Path:
     """Build both shims into out_dir; the path of libcudart.so.13."""
     out_dir.mkdir(parents=True, exist_ok=True)
     libzmq, bundled = _pyzmq_libzmq()
     for lib in bundled:
-        shutil.copy2(lib, out_dir / lib.name)
+        _place(lib, out_dir / lib.name)
     cjson = _system_library("libcjson.so.1")
-    shutil.copy2(cjson, out_dir / "libcjson.so.1")
+    _place(cjson, out_dir / "libcjson.so.1")
     generated, src = NATIVE / "generated", NATIVE / "src"
     includes = [cuda_include_dir(), src, generated]
     nvml_include = cuda_include_dir("nvml.h", NVML_PACKAGE)

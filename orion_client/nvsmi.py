@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orion_controller.client import ControlClient, ControlError
+from orion_controller.identity import vgpu_uuid
 
 try:
     import tomllib
@@ -163,8 +164,9 @@ def collect(env: dict) -> tuple[list[VGpu], bool]:
             used = 0 if preview else (sum(known) // siblings >> 20 if known else None)
             procs = [] if preview else [(lease["pid"], process_name(lease["pid"], lease["host"]),
                                          used)]
-            vgpus.append(VGpu(len(vgpus), v["gpu_name"], v["gpu_uuid"], v["memory_mib"], used,
-                              report, procs))
+            # the vGPU's own UUID, as the program's NVML and CUDA show it
+            vgpus.append(VGpu(len(vgpus), v["gpu_name"], vgpu_uuid(v["gpu_uuid"], v["vgpu_id"]),
+                              v["memory_mib"], used, report, procs))
     return vgpus, preview
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orion_controller.identity import vgpu_uuid
+
 FULL_RATIO = 100             # % of a physical GPU: a whole one
 
 # QoS of a request (ORION_RES_EXCLUSIVE / _SHARED_CORE / _SHARED_ALL). Only the shared
@@ -81,7 +83,8 @@ class Owner:
 
 @dataclass(frozen=True)
 class VGpu:
-    """One granted vGPU; `wire()` is the entry of the allocate reply and of heartbeat grants."""
+    """One granted vGPU; `wire()` is the entry of the allocate reply and of heartbeat grants,
+    with the vGPU's own UUID beside its physical GPU's (`identity.vgpu_uuid`)."""
 
     vgpu_id: str
     server: str
@@ -94,4 +97,4 @@ class VGpu:
 
     def wire(self) -> dict:
         # vars(), not asdict(): asdict deep-copies, a cost on every reply and status line
-        return dict(vars(self))
+        return {**vars(self), "vgpu_uuid": vgpu_uuid(self.gpu_uuid, self.vgpu_id)}

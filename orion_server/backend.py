@@ -14,6 +14,7 @@ real call and recorded after it, never scattered over handlers.
 from __future__ import annotations
 
 import struct
+import uuid as uuidlib
 from dataclasses import dataclass
 
 cudaSuccess = 0
@@ -26,21 +27,23 @@ cudaErrorNotSupported = 801
 cudaErrorUnknown = 999
 
 # orionDeviceSnapshot: what the client needs to answer device queries locally.
-# u32 version, u32 attr count, char name[256], u8 uuid[16], u64 total memory,
-# i32 attrs[SNAPSHOT_ATTRS] indexed by cudaDeviceAttr. native/src/device.c reads it.
+# u32 version, u32 attr count, char name[256], u8 uuid[16] (the vGPU's), u64 total
+# memory, i32 attrs[SNAPSHOT_ATTRS] indexed by cudaDeviceAttr. native/src/device.c reads it.
 SNAPSHOT_VERSION = 1
 SNAPSHOT_ATTRS = 256
 _SNAPSHOT = struct.Struct(f"<II256s16sQ{SNAPSHOT_ATTRS}i")
 SNAPSHOT_SIZE = _SNAPSHOT.size
+_DIM3 = struct.Struct("<III")
 
 
-def pack_snapshot(name: str, uuid: bytes, total_mem: int, attrs: dict[int, int]) -> bytes:
+def pack_snapshot(name: str, uuid: str, total_mem: int, attrs: dict[int, int]) -> bytes:
+    """`uuid` as NVIDIA writes it, `GPU-xxxxxxxx-...`: the client shows these 16 bytes."""
     values = [0] * SNAPSHOT_ATTRS
     for attr, value in attrs.items():
         if 0 <= attr < SNAPSHOT_ATTRS:
             values[attr] = value
-    return _SNAPSHOT.pack(SNAPSHOT_VERSION, SNAPSHOT_ATTRS, name.encode()[:255], uuid[:16],
-                          total_mem, *values)
+    return _SNAPSHOT.pack(SNAPSHOT_VERSION, SNAPSHOT_ATTRS, name.encode()[:255],
+                          uuidlib.UUID(uuid.removeprefix("GPU-")).bytes, total_mem, *values)
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class VGpu:
     gpu_index: int        # physical GPU on this server
     memory_bytes: int
     ratio: int            # % of the physical GPU's compute
-    uuid: str = ""
+    uuid: str = ""        # the physical GPU's: NVML finds its sensors by it
+    vgpu_uuid: str = ""   # the vGPU's own (orion_controller.identity): the client shows it
 
 
 class CudaError(Exception):
@@ -79,6 +83,29 @@ class Backend:
 
     def close(self) -> None:
         """Free everything the session holds; called once when the client goes away."""
+
+    def ring_launcher(self, request: memoryview, address: int):
+        """For launches straight from a call ring (orion_server/launch_path.py): a
+        function `launch(function, gx, gy, gz, bx, by, bz, shared, stream, flags, offset,
+        length, size)` that launches with the `length` argument bytes at `offset` of
+        `request` (at `address + offset` in this process) and returns the status; or
+        None, having done nothing, to leave the launch to the generic path (which then
+        answers with its own checks and errors). It may raise CudaError as handlers do.
+        None: this backend launches through its handler only. This one calls the handler."""
+        handler = getattr(self, "orionLaunchKernel", None)
+        if handler is None:
+            return None
+        pack = _DIM3.pack
+
+        def launch(function, gx, gy, gz, bx, by, bz, shared, stream, flags, offset, length,
+                   size):
+            return handler(function, pack(gx, gy, gz), pack(bx, by, bz), shared, stream,
+                           flags, request[offset:offset + length], size)[0]
+        return launch
+
+    def drain(self, gpu_index: int) -> None:
+        """Return once the session's work on physical GPU `gpu_index` has finished (the
+        end of a compute-share turn)."""
 
     # Wire calls that exist because the client wraps the CUDA call (to track captures,
     # to mirror pageable memory); on the server they are the CUDA call itself.

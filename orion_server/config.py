@@ -36,6 +36,12 @@ class ServerConfig:
     backend: str = "cuda"          # "host": the host-memory test backend, for CI only
     host_devices: int = 1          # simulated GPUs of the host backend
     host_memory_mib: int = 16384
+    # GPU memory kept out of the pool per vGPU for the worker's own CUDA context, which
+    # is not charged to the vGPU (an Orion key, [server] context_reserve_mib)
+    context_reserve_mib: int = 512
+    # [throttle]: compute shares (ORION_RATIO) enforced by turns; see compute_share.py
+    enable_computation_throttle: bool = True
+    throttle_level: int = 100      # % of idle GPU capacity a session may borrow
 
 
 def _int(name: str, text: str, low: int, high: int) -> int:
@@ -63,7 +69,16 @@ def load(path: Path | None = None, environ: dict | None = None) -> ServerConfig:
         cfg.listen_port = _int("listen_port", str(server.get("listen_port", cfg.listen_port)),
                                1, 65535)
         cfg.vgpu_count = _int("vgpu_count", str(server.get("vgpu_count", cfg.vgpu_count)), 1, 64)
+        cfg.context_reserve_mib = _int("context_reserve_mib", str(server.get(
+            "context_reserve_mib", cfg.context_reserve_mib)), 0, 1 << 20)
         cfg.log_level = str(log.get("log_level", cfg.log_level)).upper()
+        throttle = data.get("throttle", {})
+        cfg.throttle_level = _int("throttle_level", str(throttle.get(
+            "throttle_level", cfg.throttle_level)), 0, 100)
+        enabled = throttle.get("enable_computation_throttle", cfg.enable_computation_throttle)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"enable_computation_throttle={enabled!r} is not true or false")
+        cfg.enable_computation_throttle = enabled
     if "ORION_CONTROLLER" in env:
         cfg.controller = env["ORION_CONTROLLER"]
     if "ORION_BIND_NET" in env:

@@ -24,7 +24,9 @@ from pathlib import Path
 import zmq
 
 from orion_controller.client import ControlClient, ControlError
+from orion_controller.identity import vgpu_uuid
 from . import config as configuration
+from .compute_scheduler import ComputeScheduler
 from .gpus import Gpu, discover_nvml, simulated
 
 log = logging.getLogger("orion.server")
@@ -57,13 +59,23 @@ class Server:
         self.session_dir.mkdir(parents=True, exist_ok=True)
         self.ipc_dir = Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / f"orion-{os.getpid()}"
         self.ipc_dir.mkdir(parents=True, exist_ok=True)
+        self.compute = (ComputeScheduler(f"ipc://{self.ipc_dir}/compute.sock",
+                                         cfg.throttle_level)
+                        if cfg.enable_computation_throttle else None)
 
     # ---- controller ----
     def registration(self) -> dict:
         return {"op": "register", "node": self.cfg.node, "server": self.server_url,
                 "vgpu_count": self.cfg.vgpu_count,
                 "gpus": [{"uuid": g.uuid, "name": g.name, "index": g.index,
-                          "memory_mib": g.memory_mib} for g in self.gpus.values()]}
+                          "memory_mib": self.offered_mib(g)} for g in self.gpus.values()]}
+
+    def offered_mib(self, gpu: Gpu) -> int:
+        """What the pool may grant of a GPU: its memory less the workers' own contexts
+        (not charged to vGPUs), reckoned for vgpu_count sessions."""
+        if self.cfg.backend != "cuda":
+            return gpu.memory_mib
+        return max(1, gpu.memory_mib - self.cfg.vgpu_count * self.cfg.context_reserve_mib)
 
     def heartbeat_loop(self) -> None:
         client = ControlClient(self.cfg.controller, timeout_s=2.0)
@@ -113,8 +125,12 @@ class Server:
             ratio = g.get("ratio")
             if not isinstance(memory, int) or memory <= 0 or not isinstance(ratio, int):
                 return {"ok": False, "error": f"vGPU {i}: bad memory_mib/ratio"}
+            # uuid: the physical GPU's (NVML finds its sensors by it); vgpu_uuid: the one
+            # the client sees, derived as the controller derives it
             vgpus.append({"index": i, "gpu_index": g["gpu_index"], "memory_bytes": memory << 20,
-                          "ratio": ratio, "uuid": self.gpus[g["gpu_index"]].uuid})
+                          "ratio": ratio, "uuid": self.gpus[g["gpu_index"]].uuid,
+                          "vgpu_uuid": vgpu_uuid(self.gpus[g["gpu_index"]].uuid,
+                                                 g.get("vgpu_id") or f"{lease}-{i}")})
         session = uuid.uuid4().hex[:12]
         local = msg.get("transport") != "tcp" and client.get("host") == socket.gethostname()
         address = (f"ipc://{self.ipc_dir}/{session}.sock" if local
@@ -123,6 +139,10 @@ class Server:
         worker_cfg = {"address": address, "vgpus": vgpus, "backend": self.cfg.backend,
                       "log_file": str(log_path), "log_level": self.cfg.log_level,
                       "backend_options": self.backend_options()}
+        shares = self.throttled_shares(vgpus)
+        if shares:
+            worker_cfg["compute"] = {"address": self.compute.address, "session": session,
+                                     "shares": shares}
         proc = self.take_standby()
         try:
             proc.stdin.write((json.dumps(worker_cfg) + "\n").encode())
@@ -146,6 +166,16 @@ class Server:
                  len(vgpus), proc.pid, worker.address)
         return {"ok": True, "session": session, "worker": worker.address,
                 "events": worker.events}
+
+    def throttled_shares(self, vgpus: list[dict]) -> dict[int, float]:
+        """Physical GPU -> the session's share of it, for the GPUs it does not have whole
+        (its vGPUs on one GPU add up); empty when throttling is off."""
+        if self.compute is None:
+            return {}
+        shares: dict[int, float] = {}
+        for v in vgpus:
+            shares[v["gpu_index"]] = shares.get(v["gpu_index"], 0) + v["ratio"] / 100
+        return {gpu: share for gpu, share in shares.items() if 0 < share < 1}
 
     # ---- standby workers: started ahead, so a session does not wait for imports ----
     def spawn_standby(self) -> subprocess.Popen:
@@ -197,6 +227,8 @@ class Server:
         code = worker.process.wait()
         with self.lock:
             self.workers.pop(worker.session, None)
+        if self.compute is not None:
+            self.compute.leave(worker.session)   # a dead worker never keeps a turn
         log.info("session %s ended (worker exit %s); releasing lease %s", worker.session,
                  code, worker.lease)
         self.release(worker.lease)
@@ -272,6 +304,8 @@ class Server:
                 except subprocess.TimeoutExpired:
                     w.process.kill()
             heartbeat.join(5)
+            if self.compute is not None:
+                self.compute.close()
             sock.close(0)
 
 

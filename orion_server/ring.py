@@ -16,6 +16,10 @@ access, so the ring is refused there and the session stays on the socket.
 
 Frames handed out by `next_request` are views into the ring, valid until `finish`: the
 handlers keep no frame past their return (the ZeroMQ path frees them then too).
+
+`fast`, when set, sees the records first: it takes a run of records it knows (kernel
+launches: orion_server/launch_path.py) without the generic frame slicing and decoding,
+and leaves the first one it does not know to `next_request`.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ _HEADS = [struct.Struct(f"<IHH{n}I") for n in range(MAX_FRAMES + 1)]   # record 
 _OFFER = struct.Struct("<I")       # the offer's argument: u32 length, then the name
 # indexes into the header as u64 and u32 words
 _HEAD, _TAIL, _REPLY_SEQ = 64 // 8, 128 // 8, 136 // 8
+HEAD, TAIL = _HEAD, _TAIL          # for `fast` (CallRing.control[HEAD])
 _CLIENT_SLEEPING, _WORKER_SLEEPING = 72 // 4, 144 // 4
 
 _SYS_FUTEX, _FUTEX_WAIT, _FUTEX_WAKE = 202, 0, 1   # x86-64; shared, so not PRIVATE
@@ -109,9 +114,20 @@ class CallRing:
         self._request = view[HEADER_SIZE:HEADER_SIZE + req]
         self._reply = view[HEADER_SIZE + req:HEADER_SIZE + req + rep]
         self._words = (ctypes.c_uint32.from_buffer(self._map, _CLIENT_SLEEPING * 4),
-                       ctypes.c_uint32.from_buffer(self._map, _WORKER_SLEEPING * 4))
+                       ctypes.c_uint32.from_buffer(self._map, _WORKER_SLEEPING * 4),
+                       ctypes.c_char.from_buffer(self._map, HEADER_SIZE))
         self._client_word = ctypes.addressof(self._words[0])
         self._worker_word = ctypes.addressof(self._words[1])
+        # for `fast`: the request ring, its address in this process, the u64 header words
+        self.request, self.control = self._request, self._ctl64
+        self.request_address = ctypes.addressof(self._words[2])
+        # fast(tail, head) -> the new tail: takes the records from `tail` on that it
+        # knows (all of them published: `head`), stopping at the first it does not
+        # know; publishes `tail` in the header itself (CallRing.control[TAIL]) as it
+        # goes, so a long run does not keep a waiting client from the room.
+        # fast.timeout(timeout_s) -> how long to wait for the next request after a run
+        # (the session's idle timeout may have changed with it)
+        self.fast = None
         self._timeout = _Timespec()
         self._tail = self._next_tail = self._ctl64[_TAIL]
         # reused for every request: a list of Frame per frame count
@@ -123,10 +139,20 @@ class CallRing:
         when none came within timeout_s (spinning SPIN_S of it, sleeping the rest)."""
         ctl, tail = self._ctl64, self._tail
         head = ctl[_HEAD]
-        if head == tail:
-            if not self._wait(tail, timeout_s):
-                return None
+        while True:
+            if head == tail:
+                if not self._wait(tail, timeout_s):
+                    return None
+                head = ctl[_HEAD]
+            if self.fast is None:
+                break
+            taken = self.fast(tail, head)
+            if taken == tail:          # the record at tail is for the generic path
+                break
+            self._tail = self._next_tail = tail = taken
             head = ctl[_HEAD]
+            if head == tail:           # what the calls taken changed (a compute turn)
+                timeout_s = self.fast.timeout(timeout_s)
         req = self._request
         pos = tail & (self.request_size - 1)
         size, n, flags = _RECORD.unpack_from(req, pos)
@@ -220,6 +246,7 @@ class CallRing:
             for frame in frames:
                 frame.buffer = None
         del self._words
+        self.fast = self.request = self.control = None
         for view in (self._ctl64, self._ctl32, self._request, self._reply):
             view.release()
         self._map.close()

@@ -8,7 +8,7 @@ copied into frame 0.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .calls import Call
 
@@ -28,12 +28,15 @@ class WireError(ValueError):
     """A request that cannot be decoded: answered with an error, never fatal."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
+    """A request's header (immutable; a frozen dataclass cost 0.5 µs per call to make)."""
     flags: int
     call_id: int
     device: int
     seq: int
+
+
+_new_request = tuple.__new__    # Request(...) without NamedTuple's Python-level __new__
 
 
 def parse_request_header(frame: bytes | memoryview) -> Request:
@@ -44,7 +47,7 @@ def parse_request_header(frame: bytes | memoryview) -> Request:
         raise WireError(f"bad magic 0x{magic:08x}")
     if version != VERSION:
         raise WireError(f"protocol version {version}, this server speaks {VERSION}")
-    return Request(flags, call_id, device, seq)
+    return _new_request(Request, (flags, call_id, device, seq))
 
 
 def pack_request_header(call_id: int, seq: int, flags: int = 0, device: int = 0) -> bytes:

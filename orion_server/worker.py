@@ -21,8 +21,10 @@ import zmq
 import zmq.utils.monitor
 
 from . import backend as B
+from . import launch_path
 from . import ring
 from . import wire
+from .compute_gate import COMPUTE_CALLS, ComputeGate
 from .device_output import DeviceOutput
 from .host_functions import HostFunctions
 from .generated import cudart_table, nvml_table
@@ -52,6 +54,7 @@ _SYNCING_NAMES = {"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSy
                   "orionMemcpy2DDtoD", "orionMemcpy2DToArray", "orionMemcpy2DFromArray",
                   "orionMemcpy2DArrayDtoD"}
 SYNCING = frozenset(i for i, c in CALLS.items() if c.name in _SYNCING_NAMES)
+COMPUTE = frozenset(i for i, c in CALLS.items() if c.name in COMPUTE_CALLS)
 
 
 class Session:
@@ -65,6 +68,7 @@ class Session:
         self.pending_error = 0     # first error of an async call, owed to the next sync call
         self.sticky_error = 0
         self.calls = 0
+        self.gate: ComputeGate | None = None    # set when the session's compute is shared
 
     def handle(self, frames: list) -> list | None:
         """Frames of one request -> frames of its reply (None for async calls)."""
@@ -75,6 +79,8 @@ class Session:
             log.warning("dropped malformed request: %s", e)
             return [wire.pack_reply_header(B.cudaErrorInvalidValue, 0)]
         self.calls += 1
+        if self.gate is not None and req.call_id in COMPUTE:
+            self._before_compute(req.device)
         status, payload, bulk_out = self._execute(req, head, [f.buffer for f in frames[1:]])
         if req.flags & wire.FLAG_ASYNC:
             if status and not self.pending_error:
@@ -91,6 +97,20 @@ class Session:
                     flags |= flag
                     printed.append(text)
         return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
+
+    def _before_compute(self, device: int) -> None:
+        vgpus = self.backend.vgpus
+        if 0 <= device < len(vgpus):     # a bad index is _execute's to report
+            self.gate.before_compute(vgpus[device].gpu_index)
+
+    def wait_s(self, default: float) -> float:
+        """How long to wait for the next request before calling `idle`."""
+        return default if self.gate is None else self.gate.idle_timeout(default)
+
+    def idle(self) -> None:
+        """No request came for `wait_s`: a compute turn the client does not use goes back."""
+        if self.gate is not None:
+            self.gate.on_idle()
 
     def _dispatch(self, call_id: int) -> tuple:
         """The call and the backend's bound handler for an id, looked up once."""
@@ -168,7 +188,9 @@ def serve(address: str, session: Session, ready=None) -> None:
     connected = False
     try:
         while True:
-            events = dict(poller.poll(1000))
+            events = dict(poller.poll(max(1, int(session.wait_s(1.0) * 1000))))
+            if not events:
+                session.idle()
             if monitor in events:
                 accepted, gone = _monitor_events(monitor)
                 connected |= accepted
@@ -232,10 +254,13 @@ def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Sessio
                 client: bytes) -> None:
     """Every call of the session from now on, in the ring's order, until the client
     disconnects (the socket's monitor still says so) or breaks the ring."""
+    # kernel launches skip Session.handle (launch_path.py does what it does for them)
+    launch_path.attach(session, call_ring, STICKY_ERRORS)
     try:
         while True:
-            frames = call_ring.next_request(RING_IDLE_S)
+            frames = call_ring.next_request(session.wait_s(RING_IDLE_S))
             if frames is None:            # idle: is the client still there?
+                session.idle()
                 if _monitor_events(monitor)[1]:
                     break
                 continue
@@ -305,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
                                    if address.startswith("ipc://") else
                                    address.rsplit(":", 1)[0] + ":*")
     backend.run_host_function = host_functions.run
+    compute = config.get("compute")
+    if compute:
+        shares = {int(gpu): float(share) for gpu, share in compute["shares"].items()}
+        session.gate = ComputeGate(compute["address"], compute["session"], shares,
+                                   backend.drain)
+        log.info("compute shares enforced by turns: %s", shares)
 
     def ready(bound: str) -> None:
         # oriond reads this one line to learn where the client should connect; after it,
@@ -319,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         serve(address, session, ready)
     finally:
         host_functions.close()   # first: streams blocked on the client's functions go on
+        if session.gate is not None:
+            session.gate.close()
         backend.close()
         for endpoint in (address, host_functions.address):
             if endpoint.startswith("ipc://"):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU suite on a machine with an NVIDIA GPU, as the device runs it: installs the
-# carried wheels if any, then `pytest -m gpu`; results land in $OUT (or ./gpu-results).
+# carried wheels if any, then `pytest -m gpu [ARGS]`; results land in $OUT (or ./gpu-results).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-results}; mkdir -p "$OUT"
@@ -13,4 +13,4 @@ fi
 [ -f /usr/include/zmq.h ] || export ORION_SHIM_DIR=$PWD/orion_client/lib
 nvidia-smi -L
 python3 -m pytest -m gpu tests/gpu -q -p no:cacheprovider --junitxml="$OUT/gpu-junit.xml" \
-  -o junit_family=xunit1 2>&1 | tee "$OUT/gpu-pytest.txt" | tail -40
+  -o junit_family=xunit1 "$@" 2>&1 | tee "$OUT/gpu-pytest.txt" | tail -40

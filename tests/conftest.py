@@ -47,6 +47,14 @@ def host_pool(tmp_path, shim_dir):
         yield pool
 
 
+@pytest.fixture
+def one_gpu_pool(tmp_path, shim_dir):
+    """Controller + oriond (host backend) with one simulated GPU: a run's vGPUs share it."""
+    from orion_client.local_pool import LocalPool
+    with LocalPool(backend="host", host_devices=1, log_dir=tmp_path / "logs") as pool:
+        yield pool
+
+
 def shim_env(pool, shim_dir: Path, home: Path, **extra) -> dict:
     import os
     # the test's own settings only; ORION_SHM_RING=0 passes through, to test without ring

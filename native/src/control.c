@@ -159,7 +159,8 @@ static int request_vgpus(const char *op, const orion_config *cfg, orion_lease *l
         copy_string(v, "server", g->server, sizeof g->server);
         copy_string(v, "node", g->node, sizeof g->node);
         copy_string(v, "gpu_name", g->gpu_name, sizeof g->gpu_name);
-        copy_string(v, "gpu_uuid", g->uuid, sizeof g->uuid);
+        copy_string(v, "gpu_uuid", g->gpu_uuid, sizeof g->gpu_uuid);
+        copy_string(v, "vgpu_uuid", g->vgpu_uuid, sizeof g->vgpu_uuid);
         g->gpu_index = (int)number(v, "gpu_index");
         g->memory_mib = number(v, "memory_mib");
         g->ratio = (int)number(v, "ratio");
@@ -210,7 +211,7 @@ int orion_open_session(const orion_config *cfg, const orion_lease *lease, const 
             continue;
         cJSON *v = cJSON_CreateObject();
         cJSON_AddStringToObject(v, "server", g->server);
-        cJSON_AddStringToObject(v, "gpu_uuid", g->uuid);
+        cJSON_AddStringToObject(v, "gpu_uuid", g->gpu_uuid);
         cJSON_AddNumberToObject(v, "gpu_index", g->gpu_index);
         cJSON_AddNumberToObject(v, "memory_mib", (double)g->memory_mib);
         cJSON_AddNumberToObject(v, "ratio", g->ratio);

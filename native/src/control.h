@@ -9,7 +9,8 @@ typedef struct orion_grant {
     char server[256];       /* oriond's address, tcp://host:port */
     char node[128];
     char gpu_name[256];
-    char uuid[64];
+    char gpu_uuid[64];      /* the physical GPU's: servers find it by this */
+    char vgpu_uuid[64];     /* the vGPU's own, as NVML shows it (orion_controller/identity.py) */
     int gpu_index;
     long long memory_mib;
     int ratio;

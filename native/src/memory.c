@@ -92,23 +92,52 @@ static cudaError_t staged_copy(staging *st, void *dst, const void *src, size_t c
  * frames of at most WIRE_CHUNK: libzmq moves many small messages far faster than one
  * large one, and the worker copies each chunk to the GPU while the next one arrives.
  * The chunks of a host-to-device copy are sent without waiting, all but the last of a
- * synchronous one too; its last chunk's reply carries any error of the earlier ones. */
+ * synchronous one too; its last chunk's reply carries any error of the earlier ones.
+ * A device-to-host copy asks for its chunks a few at a time (orion_call_pipelined): the
+ * worker reads the next chunk from the GPU while this one crosses the wire and lands in
+ * the caller's memory. Its bytes come back in the replies, so even the async form
+ * returns once they are in (as CUDA's copies to pageable memory do). */
 #define WIRE_CHUNK (1u << 20)
+/* orionMemcpyDtoH(dst: out_buf, src, count, stream): its id and arguments as the
+ * generated stub (native/generated/cudart_stubs.c) sends them */
+#define CALL_MEMCPY_DTOH 0x356af93au
+
+typedef struct {
+    char *dst;
+    const char *src;
+    size_t count;
+    cudaStream_t stream;
+} dtoh_chunks;
+
+static void dtoh_chunk(orion_msg *m, size_t i, void *ctx)
+{
+    const dtoh_chunks *c = ctx;
+    size_t done = i * WIRE_CHUNK;
+    size_t n = c->count - done < WIRE_CHUNK ? c->count - done : WIRE_CHUNK;
+    const char *src = c->src + done;
+    orion_begin(m, CALL_MEMCPY_DTOH, 0);
+    orion_expect_buf(m, c->dst + done, n);
+    orion_put(m, &src, sizeof src);
+    orion_put(m, &n, sizeof n);
+    orion_put(m, &c->stream, sizeof c->stream);
+}
 
 static cudaError_t wire_copy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream, int is_async)
 {
+    if (kind == cudaMemcpyDeviceToHost) {
+        dtoh_chunks c = {dst, src, count, stream};
+        cudaError_t err = orion_call_pipelined((count + WIRE_CHUNK - 1) / WIRE_CHUNK,
+                                               dtoh_chunk, &c);
+        return err == cudaSuccess ? err : orion_fail(err);
+    }
     cudaError_t err = cudaSuccess;
     for (size_t done = 0; err == cudaSuccess && done < count; done += WIRE_CHUNK) {
         size_t n = count - done < WIRE_CHUNK ? count - done : WIRE_CHUNK;
         int last = done + n == count;
-        if (kind == cudaMemcpyHostToDevice)
-            err = is_async || !last
-                      ? orionMemcpyHtoDAsync((char *)dst + done, (const char *)src + done, n,
-                                             stream)
-                      : orionMemcpyHtoD((char *)dst + done, (const char *)src + done, n, stream);
-        else   /* the bytes come back in the reply: even the async form waits for them */
-            err = orionMemcpyDtoH((char *)dst + done, (const char *)src + done, n, stream);
+        err = is_async || !last
+                  ? orionMemcpyHtoDAsync((char *)dst + done, (const char *)src + done, n, stream)
+                  : orionMemcpyHtoD((char *)dst + done, (const char *)src + done, n, stream);
     }
     return err;
 }

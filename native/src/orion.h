@@ -74,6 +74,10 @@ int orion_session_is_local(const orion_session *s);   /* ipc://: same host */
 void *orion_zmq_context(void);
 cudaError_t orion_session_send(orion_session *s, orion_msg *m);
 cudaError_t orion_session_call(orion_session *s, orion_msg *m);
+/* n synchronous calls, request i built by build(m, i, ctx) (orion_begin and the puts), all
+ * on the current device's session, kept in flight a few at a time; the first error. */
+typedef void (*orion_build_fn)(orion_msg *m, size_t i, void *ctx);
+cudaError_t orion_call_pipelined(size_t n, orion_build_fn build, void *ctx);
 
 /* ---- logging (log.c) ---- */
 void orion_log_open(void);

@@ -29,6 +29,9 @@
 /* While waiting on the ring, look at the socket monitor this often: the ring cannot
  * tell that the worker died. */
 #define RING_CHECK_US 100000
+/* Most synchronous calls in flight on the socket (orion_call_pipelined): 8 chunks of 1 MiB
+ * cover a tcp:// round trip of ~1 ms at 4 GB/s, and bound what the worker queues. */
+#define PIPELINE_DEPTH 8
 
 struct orion_session {
     void *sock;
@@ -41,6 +44,7 @@ struct orion_session {
     char events[256];   /* the worker's host-function channel (callbacks.c) */
     uint64_t unmatched; /* replies whose seq matched no waiting call (logged) */
     orion_ring *ring;   /* set once the worker took it: every call goes through it */
+    size_t window;      /* calls orion_call_pipelined keeps in flight on the socket */
 };
 
 static void *context;
@@ -85,6 +89,10 @@ orion_session *orion_session_open(const char *worker_address, const char *events
         orion_session_close(s);
         return NULL;
     }
+    /* ORION_WIRE_WINDOW (1-PIPELINE_DEPTH): a tuning knob for measurements */
+    const char *window = getenv("ORION_WIRE_WINDOW");
+    s->window = window && atoi(window) >= 1 && atoi(window) <= PIPELINE_DEPTH
+                    ? (size_t)atoi(window) : PIPELINE_DEPTH;
     const char *ring = getenv("ORION_SHM_RING");
     if (orion_session_is_local(s) && !(ring && strcmp(ring, "0") == 0))
         offer_ring(s);
@@ -368,6 +376,66 @@ cudaError_t orion_session_call(orion_session *s, orion_msg *m)
         err = s->ring ? ring_wait(s, m, s->seq) : socket_wait(s, m, s->seq);
     pthread_mutex_unlock(&s->lock);
     return err;
+}
+
+/* Synchronous calls in a pipeline (bulk device-to-host bytes over the socket): up to
+ * PIPELINE_DEPTH requests in flight (fewer with ORION_WIRE_WINDOW), their replies taken
+ * in order while the worker executes the next ones, so the worker's copy, the transfer
+ * and the client's copy of successive chunks overlap instead of adding up. A ring session
+ * has one reply area: one call at a time there. The session stays locked throughout, so
+ * no other thread's call takes one of these replies. After the first error no more
+ * requests go out; those in flight are still answered and taken. The first error is
+ * returned (not recorded: the caller does that). */
+cudaError_t orion_call_pipelined(size_t n, orion_build_fn build, void *ctx)
+{
+    if (n == 0)
+        return cudaSuccess;
+    orion_msg ms[PIPELINE_DEPTH];
+    uint64_t seqs[PIPELINE_DEPTH];
+    build(&ms[0], 0, ctx);
+    orion_session *s = ms[0].session;
+    if (ms[0].failed || !s) {
+        cudaError_t err = ms[0].failed ? (cudaError_t)ms[0].failed : cudaErrorInvalidDevice;
+        orion_end(&ms[0], cudaSuccess);   /* frees; the caller records the error */
+        return err;
+    }
+    pthread_mutex_lock(&s->lock);
+    size_t window = s->ring ? 1 : s->window;
+    cudaError_t first = cudaSuccess;
+    size_t sent = 0, done = 0;
+    for (;;) {
+        while (first == cudaSuccess && sent < n && sent - done < window) {
+            orion_msg *m = &ms[sent % PIPELINE_DEPTH];
+            if (sent > 0)
+                build(m, sent, ctx);
+            cudaError_t err = m->failed ? (cudaError_t)m->failed
+                              : m->session != s ? cudaErrorInvalidDevice : send_locked(s, m);
+            if (err != cudaSuccess) {
+                orion_end(m, cudaSuccess);
+                first = err;
+                break;
+            }
+            seqs[sent % PIPELINE_DEPTH] = s->seq;
+            sent++;
+        }
+        if (done == sent)
+            break;
+        orion_msg *m = &ms[done % PIPELINE_DEPTH];
+        uint64_t seq = seqs[done % PIPELINE_DEPTH];
+        cudaError_t err = s->ring ? ring_wait(s, m, seq) : socket_wait(s, m, seq);
+        orion_end(m, cudaSuccess);
+        done++;
+        if (err != cudaSuccess && first == cudaSuccess)
+            first = err;
+        if (err == ORION_TRANSPORT_ERROR) {
+            /* the worker is gone or the reply stream broke: nothing more will match */
+            for (; done < sent; done++)
+                orion_end(&ms[done % PIPELINE_DEPTH], cudaSuccess);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return first;
 }
 
 /* Offer the worker a call ring, over the socket: a request of the data-plane header with

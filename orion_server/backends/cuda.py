@@ -111,7 +111,6 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         v = self.vgpus[device]
         err, dev = drv.cuDeviceGet(v.gpu_index)
         err, name = drv.cuDeviceGetName(256, dev)
-        err, uuid = drv.cuDeviceGetUuid(dev)
         attrs = {}
         for attr in range(1, MAX_ATTR):
             err, value = rt.cudaDeviceGetAttribute(attr, v.gpu_index) if valid_attr(attr) \
@@ -119,7 +118,14 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
             if not err:
                 attrs[attr] = value
         name = name.split(b"\0")[0].decode()
-        return (0, B.pack_snapshot(name, bytes(uuid.bytes), v.memory_bytes, attrs))
+        return (0, B.pack_snapshot(name, v.vgpu_uuid, v.memory_bytes, attrs))
+    def drain(self, gpu_index: int) -> None:
+        current = self.vgpus[self.device].gpu_index
+        if gpu_index != current:
+            rt.cudaSetDevice(gpu_index)
+        rt.cudaDeviceSynchronize()   # sticky errors stay for the client's next call
+        if gpu_index != current:
+            rt.cudaSetDevice(current)
     # ---- teardown ----
     def cudaDeviceReset(self):
         return (0,)   # the session's resources are freed when it ends (close)

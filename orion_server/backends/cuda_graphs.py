@@ -52,7 +52,23 @@ class GraphCalls:
 
     def cudaGraphInstantiate(self, graph: int, flags: int):
         self._check("graph", graph)
+        self._reserve(self._transient_graph_memory(graph))   # a check: nothing is held
         return self._graph_out("exec", rt.cudaGraphInstantiate(graph, flags))
+
+    def _transient_graph_memory(self, graph: int) -> int:
+        """Bytes the graph's memory-allocation nodes take while it runs, beyond what is
+        charged already: captured cudaMallocAsync calls were charged when captured, and
+        discharged when their cudaFreeAsync was captured too."""
+        err, _, count = rt.cudaGraphGetNodes(graph, 0)
+        err, nodes, count = rt.cudaGraphGetNodes(graph, count)
+        total = 0
+        for node in (nodes or [])[:count]:
+            err, kind = rt.cudaGraphNodeGetType(node)
+            if not err and kind == rt.cudaGraphNodeType.cudaGraphNodeTypeMemAlloc:
+                err, params = rt.cudaGraphMemAllocNodeGetParams(node)
+                if not err and int(params.dptr) not in self.allocations:
+                    total += int(params.bytesize)
+        return total
 
     cudaGraphInstantiateWithFlags = cudaGraphInstantiate
 
@@ -133,7 +149,10 @@ class GraphCalls:
         entry = self.functions.get(function)
         if entry is None:
             raise B.CudaError(B.cudaErrorInvalidResourceHandle, "unknown kernel")
-        func, offsets = entry
+        func, offsets, end = entry
+        if len(args) != end:    # the driver would read past the bytes
+            raise B.CudaError(B.cudaErrorInvalidValue, f"{len(args)} argument bytes, "
+                                                       f"the kernel takes {end}")
         buf = np.frombuffer(args, dtype=np.uint8)
         pointers = offsets + np.uint64(buf.ctypes.data)
         p = drv.CUDA_KERNEL_NODE_PARAMS()

@@ -5,8 +5,10 @@ import struct
 
 import numpy as np
 from cuda.bindings import driver as drv
+from cuda.bindings import runtime as rt
 
 from .. import backend as B
+from . import cuda_launch, fatbin
 from .cuda_common import DIM3, FUNC_ATTR_ORDER, FUNC_ATTRS, SPECIAL_STREAMS, status
 
 
@@ -22,11 +24,31 @@ class KernelCalls:
             return 0, self.modules[key]
         if module not in self.images:
             return B.cudaErrorInvalidResourceHandle, None
+        variables = self._variables_size(module)
+        try:
+            self._reserve(variables)
+        except B.CudaError as e:
+            return e.status, None
         err, mod = drv.cuModuleLoadData(self.images[module])
         if err:
             return status(err), None
         self.modules[key] = mod
+        self.used[self.device] += variables   # the module's variables live as long as it
         return 0, mod
+
+    def _variables_size(self, module: int) -> int:
+        """Bytes of the device variables that loading `module` on the current GPU
+        allocates (read from its fat binary: the driver does not say)."""
+        gpu = self.vgpus[self.device].gpu_index
+        _, major = rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor,
+                                             gpu)
+        _, minor = rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor,
+                                             gpu)
+        try:
+            code = fatbin.parse_fatbin(self.images[module]).for_device(major, minor)
+        except B.CudaError:
+            return 0   # compressed or unknown code: the driver's load below says if it fails
+        return sum(v.size for v in code.variables.values())
 
     def orionFunctionInfo(self, module: int, name: str, size: int, _size: int):
         err, mod = self._module(module)
@@ -45,7 +67,9 @@ class KernelCalls:
             struct.pack("<II", o, s) for o, s in params)
         if len(info) > size:
             return (B.cudaErrorInvalidValue,)
-        self.functions[int(func)] = (func, np.array([o for o, _ in params], dtype=np.uint64))
+        # (CUfunction, parameter offsets, bytes of packed arguments: what the client sends)
+        self.functions[int(func)] = (func, np.array([o for o, _ in params], dtype=np.uint64),
+                                     max((o + s for o, s in params), default=0))
         return (0, info.ljust(size, b"\0"))
 
     def orionVarInfo(self, module: int, name: str):
@@ -65,17 +89,43 @@ class KernelCalls:
             return (B.cudaErrorInvalidResourceHandle,)
         if stream not in self.streams and stream not in SPECIAL_STREAMS:
             return (B.cudaErrorInvalidResourceHandle,)
+        if len(args) != size or size != entry[2]:    # the driver would read past them
+            return (B.cudaErrorInvalidValue,)
         if not flags & 1:
             return (self.launcher.launch(function, DIM3.unpack(grid), DIM3.unpack(block),
                                          shared, stream, args),)
         # cooperative launches take no packed buffer: one pointer per parameter
-        func, offsets = entry
+        func, offsets, _ = entry
         buf = np.frombuffer(args, dtype=np.uint8)
         pointers = offsets + np.uint64(buf.ctypes.data) if len(offsets) else offsets
         (err,) = drv.cuLaunchCooperativeKernel(func, *DIM3.unpack(grid), *DIM3.unpack(block),
                                                shared, stream,
                                                pointers.ctypes.data if len(offsets) else 0)
         return (status(err),)
+
+    def ring_launcher(self, request, address: int):
+        """Launches from a call ring (Backend.ring_launcher): the checks of
+        orionLaunchKernel, then cuLaunchKernel through cffi with the argument bytes where
+        they lie in the ring. What fails a check goes to orionLaunchKernel, which answers
+        it with its error."""
+        functions, streams, special = self.functions, self.streams, frozenset(SPECIAL_STREAMS)
+        cu_launch_kernel = self.launcher.cu_launch_kernel
+        extra, size_word, null = self.launcher.extra, self.launcher.size, cuda_launch.NULL
+
+        def launch(function, gx, gy, gz, bx, by, bz, shared, stream, flags, offset, length,
+                   size):
+            entry = functions.get(function)
+            if (entry is None or length != size or length != entry[2] or flags & 1
+                    or shared > 0xFFFFFFFF or (stream not in streams and stream not in special)):
+                return None
+            if not length:
+                return cu_launch_kernel(function, gx, gy, gz, bx, by, bz, shared, stream, null,
+                                        null)
+            extra[1] = address + offset    # the driver copies the bytes before returning
+            size_word[0] = length
+            return cu_launch_kernel(function, gx, gy, gz, bx, by, bz, shared, stream, null,
+                                    extra)
+        return launch
 
     def orionFuncGetAttributes(self, function: int):
         entry = self.functions.get(function)

@@ -287,9 +287,11 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, HostNvmlCalls, Backend):
         if width > spitch:
             raise CudaError(cudaErrorInvalidPitchValue, f"rows of {width} bytes, pitch {spitch}")
         self._not_capturing(s, "a copy to the host")
+        rows = self.memory.view(src, _span(spitch, width, height))
+        if height == 1 or spitch == width:
+            return 0, bytes(rows)        # one copy, no zero fill: the reply frame
         out = bytearray(length)
-        _copy_rows(memoryview(out), width,
-                   self.memory.view(src, _span(spitch, width, height)), spitch, width, height)
+        _copy_rows(memoryview(out), width, rows, spitch, width, height)
         return 0, out
 
     def orionHostFunc(self, stream: int, ident: int):
@@ -338,8 +340,7 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, HostNvmlCalls, Backend):
                             f"snapshot of {size} bytes asked, this server packs {B.SNAPSHOT_SIZE}")
         vgpu, desc = self.vgpus[device], self.devices[device].desc
         attrs = host_device.attributes(desc, host_device.pci_bus(device))
-        return 0, B.pack_snapshot(desc["name"], host_device.uuid(vgpu.uuid, vgpu.index),
-                                  vgpu.memory_bytes, attrs)
+        return 0, B.pack_snapshot(desc["name"], vgpu.vgpu_uuid, vgpu.memory_bytes, attrs)
 
     def cudaDeviceSynchronize(self):
         self._forbid_during_capture("cudaDeviceSynchronize")

@@ -6,7 +6,6 @@ count, name and memory come from the backend's configuration.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 
 from .fatbin import Kernel
@@ -165,11 +164,6 @@ def attributes(device: dict, pci_bus: int) -> dict[int, int]:
         126: 4 if device["major"] >= 9 else 1,   # memory sync domains
         130: 0, 131: -1, 133: 0, 134: -1,
     }
-
-
-def uuid(vgpu_uuid: str, index: int) -> bytes:
-    """16 stable bytes, distinct for every vGPU (two vGPUs may share a physical GPU)."""
-    return hashlib.md5(f"orion-host-device:{vgpu_uuid}:{index}".encode()).digest()
 
 
 def pci_bus(index: int) -> int:

@@ -55,7 +55,10 @@ class KernelCalls:
             if len(image) != size:
                 raise CudaError(B.cudaErrorInvalidValue, f"{len(image)} bytes sent for {size}")
             self.modules[module] = fatbin.parse_fatbin(image)
-        self._code(module)        # as cuModuleLoadData: fails without code for the device
+        # as cuModuleLoadData: fails without code for the device, and allocates (and
+        # charges to the vGPU) every device variable of the module
+        for name in self._code(module).variables:
+            self.orionVarInfo(module, name)
         return (0,)
 
     def orionFunctionInfo(self, module, name, info_len, infoSize):

@@ -62,3 +62,25 @@ def test_a_faulting_session_leaves_its_neighbour_unharmed(gpu_pool, shim_dir, pr
         neighbour.kill()
         neighbour.wait()
     assert neighbour.returncode == 0 and "PASS hold" in rest, rest
+
+
+def test_module_variables_count_against_the_vgpu(gpu_pool, shim_dir, program_dir, tmp_path):
+    exe = programs.build("module_globals", program_dir)
+    fits = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
+                          env=orion_env(gpu_pool, shim_dir, tmp_path, ORION_VGPU=1,
+                                        ORION_GMEM=1024))
+    assert programs.passed(fits, "module_globals"), fits.stdout + fits.stderr
+    assert "USED_GROWTH_MIB 96" in fits.stdout
+    too_small = subprocess.run([str(exe), "expect-oom"], capture_output=True, text=True,
+                               timeout=120, env=orion_env(gpu_pool, shim_dir, tmp_path,
+                                                          ORION_VGPU=1, ORION_GMEM=64))
+    assert programs.passed(too_small, "module_globals"), too_small.stdout + too_small.stderr
+
+
+def test_graph_memory_must_fit_the_vgpu_to_instantiate(gpu_pool, shim_dir, program_dir,
+                                                      tmp_path):
+    exe = programs.build("graph_memory", program_dir)
+    proc = subprocess.run([str(exe), "instantiate-oom"], capture_output=True, text=True,
+                          timeout=120, env=orion_env(gpu_pool, shim_dir, tmp_path,
+                                                     ORION_VGPU=1, ORION_GMEM=64))
+    assert programs.passed(proc, "graph_memory"), proc.stdout + proc.stderr

@@ -1,6 +1,6 @@
 """The NVML shim and orion-nv-smi on the real server: pynvml, unchanged, sees the vGPUs a
-run holds with the physical GPU's identity and sensors, and orion-nv-smi's CSV has
-nvidia-smi's columns."""
+run holds with the physical GPU's name and sensors and UUIDs of their own (two vGPUs of
+one GPU must be told apart), and orion-nv-smi's CSV has nvidia-smi's columns."""
 from __future__ import annotations
 
 import json
@@ -34,7 +34,7 @@ def native_gpu() -> dict:
     nvml.nvmlInit()
     try:
         handle = nvml.nvmlDeviceGetHandleByIndex(0)
-        return {"name": nvml.nvmlDeviceGetName(handle),
+        return {"name": nvml.nvmlDeviceGetName(handle), "uuid": nvml.nvmlDeviceGetUUID(handle),
                 "driver": nvml.nvmlSystemGetDriverVersion()}
     finally:
         nvml.nvmlShutdown()
@@ -47,7 +47,9 @@ def test_pynvml_sees_two_vgpus_of_4096_mib(gpu_pool, shim_dir, tmp_path):
         out = []
         for i in range(N.nvmlDeviceGetCount()):
             h = N.nvmlDeviceGetHandleByIndex(i)
-            out.append({"name": N.nvmlDeviceGetName(h), "uuid": N.nvmlDeviceGetUUID(h),
+            uuid = N.nvmlDeviceGetUUID(h)
+            out.append({"name": N.nvmlDeviceGetName(h), "uuid": uuid,
+                        "by_uuid": N.nvmlDeviceGetIndex(N.nvmlDeviceGetHandleByUUID(uuid)),
                         "total": N.nvmlDeviceGetMemoryInfo(h).total,
                         "temperature": N.nvmlDeviceGetTemperature(h, 0),
                         "power": N.nvmlDeviceGetPowerUsage(h),
@@ -61,7 +63,8 @@ def test_pynvml_sees_two_vgpus_of_4096_mib(gpu_pool, shim_dir, tmp_path):
     devices = json.loads(proc.stdout.splitlines()[-1])
     physical = native_gpu()
     assert len(devices) == 2 and devices[0]["uuid"] != devices[1]["uuid"]
-    for device in devices:
+    for i, device in enumerate(devices):
+        assert device["by_uuid"] == i and device["uuid"] != physical["uuid"]
         assert device["total"] == 4096 << 20
         assert device["name"] == physical["name"] and device["driver"] == physical["driver"]
         assert 0 < device["temperature"] < 120 and device["power"] > 0
@@ -90,8 +93,8 @@ def test_orion_nv_smi_shows_a_running_program_in_nvidia_smi_columns(
     assert ours.returncode == 0, ours.stderr
     header, *rows = ours.stdout.splitlines()
     assert header == real.stdout.splitlines()[0] and len(rows) == 2
-    first = [cell.strip() for cell in rows[0].split(",")]
-    assert first[3] == "4096 MiB"
+    first, second = ([cell.strip() for cell in row.split(",")] for row in rows)
+    assert first[3] == "4096 MiB" and first[2] != second[2]   # one UUID each
     used = int(first[4].split()[0])
     assert 64 <= used < 4096, rows[0]   # the program's 64 MiB (and its context's share)
     assert str(proc.pid) in table and table.count("/ 4096MiB") == 2

@@ -79,6 +79,42 @@ def test_pynvml_sees_the_vgpus(host_pool, shim_dir, tmp_path):
         assert d["pids"] == [out["pid"]] and d["graphics"] == 0
 
 
+def test_vgpus_sharing_a_gpu_have_their_own_uuids(one_gpu_pool, shim_dir, tmp_path):
+    out = run_python(one_gpu_pool, shim_dir, tmp_path, """
+        import ctypes, os, subprocess, sys, uuid
+        from orion_controller.client import ControlClient
+        rt = ctypes.CDLL("libcudart.so.13")
+        prop = ctypes.create_string_buffer(4096)   # cudaDeviceProp: name[256], then uuid
+        out["cuda"] = []
+        for i in range(2):
+            assert rt.cudaGetDeviceProperties(prop, i) == 0
+            out["cuda"].append("GPU-" + str(uuid.UUID(bytes=prop.raw[256:272])))
+        N.nvmlInit()
+        out["nvml"] = [N.nvmlDeviceGetUUID(N.nvmlDeviceGetHandleByIndex(i)) for i in range(2)]
+        out["by_uuid"] = [N.nvmlDeviceGetIndex(N.nvmlDeviceGetHandleByUUID(u))
+                          for u in out["nvml"]]
+        smi = [sys.executable, "-m", "orion_client.nvsmi"]
+        out["smi"] = subprocess.run(smi + ["--query-gpu=uuid", "--format=csv,noheader"],
+                                    capture_output=True, text=True).stdout.split()
+        out["smi_i"] = subprocess.run(smi + ["-L", "-i", out["nvml"][1]],
+                                      capture_output=True, text=True).stdout
+        with ControlClient(os.environ["ORION_CONTROLLER"]) as client:
+            status = client.request({"op": "status"})
+        out["physical"] = status["nodes"][0]["gpus"][0]["uuid"]
+        out["granted"] = [v["vgpu_uuid"] for v in status["leases"][0]["vgpus"]]
+        try:
+            N.nvmlDeviceGetHandleByUUID(out["physical"])
+        except N.NVMLError_NotFound:
+            out["by_physical"] = "not found"
+    """, ORION_VGPU=2, ORION_GMEM=2048, ORION_CLIENT_ID="carol")
+    first, second = out["nvml"]
+    assert first != second and out["physical"] not in out["nvml"]
+    # one identity each, whoever shows it
+    assert out["cuda"] == out["smi"] == out["granted"] == out["nvml"]
+    assert out["by_uuid"] == [0, 1] and out["by_physical"] == "not found"
+    assert out["smi_i"] == f"GPU 1: Orion Host Test Device (UUID: {second})\n"
+
+
 def test_cuda_and_nvml_share_one_lease_and_its_memory(host_pool, shim_dir, tmp_path):
     out = run_python(host_pool, shim_dir, tmp_path, """
         import ctypes
@@ -110,6 +146,7 @@ def test_without_orion_vgpu_a_monitor_sees_what_a_new_run_would_get(host_pool, s
         out["name"] = N.nvmlDeviceGetName(h)
         out["total"] = N.nvmlDeviceGetMemoryInfo(h).total
         out["pids"] = N.nvmlDeviceGetComputeRunningProcesses(h)
+        out["uuid"] = N.nvmlDeviceGetUUID(h)
         try:
             N.nvmlDeviceGetTemperature(h, N.NVML_TEMPERATURE_GPU)
         except N.NVMLError_NotSupported:
@@ -118,11 +155,14 @@ def test_without_orion_vgpu_a_monitor_sees_what_a_new_run_would_get(host_pool, s
         from orion_controller.client import ControlClient
         with ControlClient(os.environ["ORION_CONTROLLER"]) as client:
             out["leases"] = client.request({"op": "status"})["leases"]
+            [out["grant"]] = client.request({"op": "preview", "gmem": 3000})["vgpus"]
     """, ORION_GMEM=3000)
     assert out["count"] == 1 and out["name"] == "Orion Host Test Device"
     assert out["total"] == 3000 << 20 and out["pids"] == []
     assert out["temperature"] == "not supported"
     assert out["leases"] == []   # the preview's grant was given back at once
+    # the previewed vGPU's own UUID, not its physical GPU's
+    assert out["uuid"] == out["grant"]["vgpu_uuid"] != out["grant"]["gpu_uuid"]
 
 
 def test_an_unreachable_pool_is_driver_not_loaded(shim_dir, tmp_path):

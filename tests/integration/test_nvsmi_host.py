@@ -3,6 +3,7 @@ user holds (a running program's), else what a new run would get, in nvidia-smi's
 formats; and standing in for nvidia-smi on PATH."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,12 +26,12 @@ def nvsmi(pool, home, *args, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def held(host_pool, shim_dir, program_dir, tmp_path):
+@contextlib.contextmanager
+def holding(pool, shim_dir, program_dir, home):
     """alice's program holding two vGPUs of 2048 MiB (64 MiB allocated on the first)."""
     path = programs.build("hold", program_dir)
     proc = subprocess.Popen([str(path), "600"], stdout=subprocess.PIPE, text=True,
-                            env=shim_env(host_pool, shim_dir, tmp_path, ORION_VGPU=2,
+                            env=shim_env(pool, shim_dir, home, ORION_VGPU=2,
                                          ORION_GMEM=2048, ORION_CLIENT_ID="alice"))
     try:
         assert proc.stdout.readline().strip() == "READY"
@@ -38,6 +39,12 @@ def held(host_pool, shim_dir, program_dir, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def held(host_pool, shim_dir, program_dir, tmp_path):
+    with holding(host_pool, shim_dir, program_dir, tmp_path) as proc:
+        yield proc
 
 
 def test_held_vgpus_in_csv(host_pool, held, tmp_path):
@@ -79,6 +86,26 @@ def test_nothing_held_shows_what_a_new_run_would_get(host_pool, held, tmp_path):
     table = nvsmi(host_pool, tmp_path, ORION_CLIENT_ID="bob", ORION_GMEM=1000).stdout
     assert table.startswith("No vGPU is held by bob") and "/ 1000MiB" in table
     assert "No running processes found" in table
+
+
+def test_vgpus_sharing_a_gpu_have_their_own_uuids(one_gpu_pool, shim_dir, program_dir,
+                                                  tmp_path):
+    physical = one_gpu_pool.status()["nodes"][0]["gpus"][0]["uuid"]
+    with holding(one_gpu_pool, shim_dir, program_dir, tmp_path):
+        rows = nvsmi(one_gpu_pool, tmp_path, "--query-gpu=index,uuid", "--format=csv,noheader",
+                     ORION_CLIENT_ID="alice").stdout.splitlines()
+        uuids = [row.split(", ")[1] for row in rows]
+        assert len(set(uuids)) == 2 and physical not in uuids
+        for i, uuid in enumerate(uuids):   # -i takes them, as nvidia-smi takes a GPU's
+            listing = nvsmi(one_gpu_pool, tmp_path, "-L", "-i", uuid, ORION_CLIENT_ID="alice")
+            assert listing.stdout == f"GPU {i}: Orion Host Test Device (UUID: {uuid})\n"
+        both = nvsmi(one_gpu_pool, tmp_path, "--query-gpu=uuid", "--format=csv,noheader",
+                     "-i", f"{uuids[1]},0", ORION_CLIENT_ID="alice")
+        assert both.stdout.split() == uuids
+        preview = nvsmi(one_gpu_pool, tmp_path, "--query-gpu=uuid", "--format=csv,noheader",
+                        ORION_CLIENT_ID="bob", ORION_VGPU=2, ORION_GMEM=1024)
+        previewed = preview.stdout.split()
+        assert len(set(previewed)) == 2 and not set(previewed) & {physical, *uuids}
 
 
 def test_no_controller_is_an_error(tmp_path):

@@ -83,6 +83,15 @@ def test_vgpu_memory_is_what_the_program_sees(host_pool, shim_dir, program_dir, 
     assert "3000 MiB" in proc.stdout
 
 
+def test_module_variables_count_against_the_vgpu(host_pool, shim_dir, program_dir, tmp_path):
+    fits = run(host_pool, shim_dir, program_dir, tmp_path, "module_globals", ORION_GMEM=1024)
+    assert programs.passed(fits, "module_globals"), fits.stdout
+    assert "USED_GROWTH_MIB 96" in fits.stdout
+    too_small = run(host_pool, shim_dir, program_dir, tmp_path, "module_globals",
+                    ("expect-oom",), ORION_GMEM=64)
+    assert programs.passed(too_small, "module_globals"), too_small.stdout
+
+
 def test_unreachable_controller_means_no_device_quickly(shim_dir, program_dir, tmp_path):
     class Nowhere:
         controller = "127.0.0.1:1"
@@ -192,6 +201,19 @@ def test_programs_pass_over_tcp_as_across_hosts(host_pool, shim_dir, program_dir
     proc = run(host_pool, shim_dir, program_dir, tmp_path, name, ORION_ENABLE_NET=1)
     assert programs.passed(proc, name), proc.stdout + client_log(tmp_path)
     assert "through tcp://" in client_log(tmp_path)
+
+
+@pytest.mark.parametrize("net", ["1", "0"], ids=["tcp", "same-host"])
+def test_large_copies_are_byte_exact(host_pool, shim_dir, program_dir, tmp_path, net):
+    """64 MiB and odd sizes both ways, at offsets that straddle the 1 MiB chunks; over
+    tcp:// a download asks for its chunks several at a time, and one that fails part-way
+    (it runs past its allocation) must leave no reply behind for the next copies."""
+    proc = run(host_pool, shim_dir, program_dir, tmp_path, "bulk_copies", ORION_ENABLE_NET=net,
+               BULK_COPIES_RANGE_ERRORS=1)
+    assert programs.passed(proc, "bulk_copies"), proc.stdout + client_log(tmp_path)
+    log = client_log(tmp_path)
+    assert ("through tcp://" in log) == (net == "1")
+    assert "dropped a reply" not in log
 
 
 def test_captured_copies_of_host_memory_across_hosts_fail_clearly(host_pool, shim_dir,

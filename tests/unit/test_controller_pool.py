@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
 from orion_controller.fields import Invalid
+from orion_controller.identity import vgpu_uuid
 from orion_controller.pool import Busy, Pool
 
 
@@ -283,6 +285,31 @@ def test_heartbeat_of_unknown_node_asks_it_to_register(pool: Pool) -> None:
         pool.heartbeat("ghost", [3])
 
 
+# -- the vGPUs' own UUIDs --------------------------------------------------------------
+
+def test_vgpus_sharing_a_gpu_have_their_own_uuids(pool: Pool) -> None:
+    pool.register("a", "tcp://a:9960", gpus(40000), vgpu_count=4)
+    grant = pool.allocate(vgpu=2)
+    first, second = [v.wire() for v in grant.vgpus]
+    assert first["gpu_uuid"] == second["gpu_uuid"] == "GPU-a0"   # one physical GPU
+    assert len({first["vgpu_uuid"], second["vgpu_uuid"], "GPU-a0"}) == 3
+    for entry in (first, second):
+        assert re.fullmatch(r"GPU-[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", entry["vgpu_uuid"])
+        assert entry["vgpu_uuid"] == vgpu_uuid("GPU-a0", entry["vgpu_id"])   # anyone derives it
+    assert pool.status()["leases"][0]["vgpus"] == [first, second]
+    preview = {v.wire()["vgpu_uuid"] for v in pool.preview(vgpu=2).vgpus}
+    later = {v.wire()["vgpu_uuid"] for v in pool.allocate(vgpu=2).vgpus}
+    assert len(preview) == len(later) == 2
+    assert not later & {first["vgpu_uuid"], second["vgpu_uuid"]}   # another lease, others
+
+
+def test_a_vgpu_uuid_depends_on_gpu_lease_and_position() -> None:
+    one = vgpu_uuid("GPU-a0", "l1-0")
+    assert one == vgpu_uuid("GPU-a0", "l1-0")
+    assert len({one, vgpu_uuid("GPU-a1", "l1-0"), vgpu_uuid("GPU-a0", "l2-0"),
+                vgpu_uuid("GPU-a0", "l1-1")}) == 4
+
+
 # -- rebuilding after a controller restart --------------------------------------------
 
 def test_restarted_controller_rebuilds_leases_from_heartbeats(clock: Clock) -> None:
@@ -297,7 +324,7 @@ def test_restarted_controller_rebuilds_leases_from_heartbeats(clock: Clock) -> N
     assert after.heartbeat("a", [grant.lease], reported).lost == ()
     [lease] = after.status()["leases"]
     assert lease["lease"] == grant.lease
-    assert lease["vgpus"] == reported[grant.lease]
+    assert lease["vgpus"] == reported[grant.lease]   # vgpu_uuid included: it is kept
     assert used(after) == {"GPU-a0": (30000, 60), "GPU-a1": (30000, 60)}
     with pytest.raises(Busy):                   # the rebuilt grant holds its capacity
         after.allocate(gmem=20000)

@@ -9,6 +9,7 @@ import zmq
 
 from orion_controller.client import (ControlClient, ControlError, ControllerUnreachable,
                                      control_url)
+from orion_controller.identity import vgpu_uuid
 from orion_controller.pool import Pool
 from orion_controller.service import Service
 
@@ -72,13 +73,14 @@ def test_message_flow(service: Service) -> None:
     assert grant["ok"] is True
     assert grant["vgpus"][0] == {
         "vgpu_id": f"{grant['lease']}-0", "server": "tcp://10.0.0.5:9960", "node": "a",
-        "gpu_uuid": "GPU-1", "gpu_index": 0, "gpu_name": "NVIDIA H100",
-        "memory_mib": 10000, "ratio": 25}
+        "gpu_uuid": "GPU-1", "vgpu_uuid": vgpu_uuid("GPU-1", f"{grant['lease']}-0"),
+        "gpu_index": 0, "gpu_name": "NVIDIA H100", "memory_mib": 10000, "ratio": 25}
     assert ask(service, {"op": "heartbeat", "node": "a", "leases": [grant["lease"]]}) == {
         "ok": True, "known": True, "lost": []}
     status = ask(service, {"op": "status"})
     assert status["nodes"][0]["gpus"][0]["used_mib"] == 20000
     assert status["leases"][0]["client_id"] == "alice"
+    assert status["leases"][0]["vgpus"] == grant["vgpus"]
     assert ask(service, {"op": "release", "lease": grant["lease"]}) == {"ok": True}
     assert ask(service, {"op": "unregister", "node": "a"}) == {"ok": True}
     assert ask(service, {"op": "status"}) == {"ok": True, "nodes": [], "leases": []}

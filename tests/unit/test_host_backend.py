@@ -6,6 +6,7 @@ import inspect
 import mmap
 import os
 import struct
+import uuid as uuidlib
 
 import pytest
 
@@ -15,6 +16,8 @@ from orion_server.backends.host import HostBackend
 from orion_server.worker import CALLS   # both client libraries' calls
 
 MiB = 1 << 20
+# two vGPUs of one physical GPU: each has its own UUID (orion_controller.identity)
+UUIDS = ("GPU-6f1c0a52-0c3e-5d2a-9b1e-0a1b2c3d4e5f", "GPU-0d9e8f7a-6b5c-5d4e-8f3a-2b1c0d9e8f7a")
 
 
 @pytest.fixture
@@ -26,8 +29,8 @@ def b():
 
 @pytest.fixture
 def two():
-    backend = HostBackend([VGpu(0, 0, 64 * MiB, 50, "GPU-1111"),
-                           VGpu(1, 0, 32 * MiB, 50, "GPU-1111")])
+    backend = HostBackend([VGpu(0, 0, 64 * MiB, 50, "GPU-1111", UUIDS[0]),
+                           VGpu(1, 0, 32 * MiB, 50, "GPU-1111", UUIDS[1])])
     yield backend
     backend.close()
 
@@ -599,13 +602,15 @@ def test_snapshot(two):
                 41: 1, 75: 9, 76: 0, 39: 2048, 95: 1, 97: 232448, 99: 1, 106: 32, 115: 1}
     assert {a: attrs[a] for a in expected} == expected
     _, uuid1, total1, attrs1 = _snapshot(two, 1)
-    assert total1 == 32 * MiB and uuid1 != uuid and attrs1[33] != attrs[33]
+    assert total1 == 32 * MiB and attrs1[33] != attrs[33]
+    # each vGPU shows its own UUID, not the GPU-1111 they share
+    assert [uuid, uuid1] == [uuidlib.UUID(u.removeprefix("GPU-")).bytes for u in UUIDS]
     assert status(two.orionDeviceSnapshot, 2, B.SNAPSHOT_SIZE, B.SNAPSHOT_SIZE) == 101
     assert status(two.orionDeviceSnapshot, 0, 100, 100) == 1
 
 
 def test_simulated_devices_are_configurable():
-    b = HostBackend([VGpu(0, 1, MiB, 100)],
+    b = HostBackend([VGpu(0, 1, MiB, 100, "GPU-1111", UUIDS[0])],
                     devices=[{}, {"name": "Small", "sm_count": 4, "major": 7, "minor": 5}])
     name, _, _, attrs = _snapshot(b, 0)
     assert (name, attrs[16], attrs[75], attrs[76], attrs[97]) == ("Small", 4, 7, 5, 65536)

@@ -63,7 +63,7 @@ static nvmlReturn_t describe_preview(void)
         memset(d, 0, sizeof *d);
         d->index = i;
         snprintf(d->name, sizeof d->name, "%s", g->gpu_name);
-        snprintf(d->uuid, sizeof d->uuid, "%s", g->uuid);
+        snprintf(d->uuid, sizeof d->uuid, "%s", g->vgpu_uuid);
         d->total = (unsigned long long)g->memory_mib << 20;
     }
     ORION_INFO("NVML: ORION_VGPU is unset and no vGPU is held: describing what a new run "

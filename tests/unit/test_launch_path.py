@@ -1,0 +1,435 @@
+"""The launch fast path (orion_server/launch_path.py): launch records from the call ring
+straight to the backend, everything else (and every launch it does not know) through
+Session.handle, with the same order, errors and checks."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import zmq
+
+from orion_server import backend as B
+from orion_server import launch_path, ring, wire
+from orion_server import worker as worker_module
+from orion_server.generated.cudart_table import CALLS
+from orion_server.worker import STICKY_ERRORS, Session
+
+ROOT = Path(__file__).resolve().parents[2]
+ID = {c.name: i for i, c in CALLS.items()}
+LAUNCH = struct.Struct("<Q12s12sQQIQQ")    # as native/generated/cudart_stubs.c packs it
+DIM3 = struct.Struct("<III")
+FUNC, OTHER_FUNC, FAILING, STICKY, GENERIC_ONLY = 0xF00, 0xF01, 0xBAD, 0x5717, 0x6E0
+STREAM = 0x5000
+
+
+class CFrame(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def build(tmp_path_factory, name: str, source: Path | str, *flags: str) -> Path:
+    if not shutil.which("gcc"):
+        pytest.skip("gcc not found")
+    out = tmp_path_factory.mktemp(name) / f"lib{name}.so"
+    if isinstance(source, str):
+        (out.parent / f"{name}.c").write_text(source)
+        source = out.parent / f"{name}.c"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(out), str(source),
+                    *flags], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ring_lib(tmp_path_factory):
+    lib = ctypes.CDLL(str(build(tmp_path_factory, "ring", ROOT / "native/src/ring.c", "-lrt")))
+    lib.orion_ring_create.restype = ctypes.c_void_p
+    lib.orion_ring_name.restype = ctypes.c_char_p
+    lib.orion_ring_name.argtypes = [ctypes.c_void_p]
+    lib.orion_ring_destroy.argtypes = [ctypes.c_void_p]
+    lib.orion_ring_put.argtypes = [ctypes.c_void_p, ctypes.POINTER(CFrame), ctypes.c_int,
+                                   ctypes.c_uint, ctypes.c_int]
+    return lib
+
+
+class Client:
+    """Puts requests in the ring as the shim does (native/src/ring.c)."""
+
+    def __init__(self, lib):
+        self.lib, self.r = lib, lib.orion_ring_create()
+        self.name = lib.orion_ring_name(self.r).decode()
+        self.seq = 0
+
+    def put(self, frames):
+        arr = (CFrame * max(len(frames), 1))()
+        keep = [ctypes.create_string_buffer(bytes(f), max(len(f), 1)) for f in frames]
+        for i, buf in enumerate(keep):
+            arr[i] = CFrame(ctypes.addressof(buf), len(frames[i]))
+        assert self.lib.orion_ring_put(self.r, arr, len(frames), 0, 1000) == 0
+
+    def call(self, name, args=b"", flags=0, device=0, bulk=()):
+        self.seq += 1
+        self.put([wire.pack_request_header(ID[name], self.seq, flags, device) + args, *bulk])
+
+    def launch(self, function=FUNC, args=b"", stream=STREAM, grid=(1, 1, 1), block=(32, 1, 1),
+               shared=0, flags=0, device=0, header_flags=wire.FLAG_ASYNC, length=None,
+               size=None):
+        packed = LAUNCH.pack(function, DIM3.pack(*grid), DIM3.pack(*block), shared, stream,
+                             flags, len(args) if length is None else length,
+                             len(args) if size is None else size)
+        self.call("orionLaunchKernel", packed, header_flags, device, [args])
+
+    def close(self):
+        self.lib.orion_ring_destroy(self.r)
+
+
+class LaunchBackend(B.Backend):
+    """Records what it is asked to do; some functions fail."""
+
+    def __init__(self, vgpus=1):
+        super().__init__([B.VGpu(i, 0, 1 << 30, 100) for i in range(vgpus)])
+        self.done = []
+
+    def orionLaunchKernel(self, function, grid, block, shared, stream, flags, args, size):
+        if function == FAILING:
+            raise B.CudaError(B.cudaErrorInvalidResourceHandle, "no such kernel")
+        if function == STICKY:
+            return (700,)
+        if len(args) != size:
+            return (B.cudaErrorInvalidValue,)
+        self.done.append(("launch", self.device, function, DIM3.unpack(grid),
+                          DIM3.unpack(block), shared, stream, flags, bytes(args)))
+        return (0,)
+
+    def cudaStreamSynchronize(self, stream):
+        self.done.append(("sync", stream))
+        return (0,)
+
+
+class PickyBackend(LaunchBackend):
+    """Its ring launcher leaves GENERIC_ONLY to the generic path, as the GPU backend does
+    with what fails its checks."""
+
+    def ring_launcher(self, request, address):
+        launch = super().ring_launcher(request, address)
+
+        def picky(function, *rest):
+            return None if function == GENERIC_ONLY else launch(function, *rest)
+        return picky
+
+
+@pytest.fixture
+def pair(ring_lib):
+    client = Client(ring_lib)
+    worker = ring.CallRing(client.name)
+    yield client, worker
+    worker.close()
+    client.close()
+
+
+def serve_all(session, worker, fast=True):
+    """What _serve_ring does, until the ring is empty: the replies, and the calls that went
+    through Session.handle (by name)."""
+    if fast:
+        launch_path.attach(session, worker, STICKY_ERRORS)
+    replies, generic = [], []
+    while (frames := worker.next_request(0.01)) is not None:
+        generic.append(CALLS[wire.parse_request_header(frames[0].buffer).call_id].name)
+        reply = session.handle(frames)
+        worker.finish()
+        if reply is not None:
+            replies.append(wire.parse_reply_header(reply[0]))
+    return replies, generic
+
+
+def sync(client):
+    client.call("cudaStreamSynchronize", struct.pack("<Q", STREAM))
+
+
+def test_launches_skip_session_handle_and_keep_their_order(pair):
+    client, worker = pair
+    for i in range(200):
+        client.launch(args=struct.pack("<Qi", 0x1000 + i, i), grid=(i + 1, 2, 3),
+                      block=(64, 2, 1), shared=i * 8, stream=(STREAM, 0, 2)[i % 3])
+    sync(client)
+    client.launch(args=b"")                          # a kernel without parameters
+    client.launch(function=OTHER_FUNC, args=b"\x01" * 52)
+    session = Session(LaunchBackend())
+    replies, generic = serve_all(session, worker)
+    assert generic == ["cudaStreamSynchronize"] and replies == [(0, 201)]
+    assert session.calls == 203 and not session.pending_error
+    done = session.backend.done
+    assert done[:2] == [
+        ("launch", 0, FUNC, (1, 2, 3), (64, 2, 1), 0, STREAM, 0, struct.pack("<Qi", 0x1000, 0)),
+        ("launch", 0, FUNC, (2, 2, 3), (64, 2, 1), 8, 0, 0, struct.pack("<Qi", 0x1001, 1))]
+    assert done[200] == ("sync", STREAM)
+    assert done[201:] == [("launch", 0, FUNC, (1, 1, 1), (32, 1, 1), 0, STREAM, 0, b""),
+                          ("launch", 0, OTHER_FUNC, (1, 1, 1), (32, 1, 1), 0, STREAM, 0,
+                           b"\x01" * 52)]
+
+
+@pytest.fixture
+def no_log_records():
+    """No log records: pytest keeps them, and the exceptions they hold would keep views
+    of the ring (their tracebacks' frames) alive past its close."""
+    logging.disable(logging.CRITICAL)
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def test_the_fast_path_does_what_the_generic_path_does(ring_lib, no_log_records):
+    """The same requests, with and without the fast path: the same calls on the backend,
+    the same replies and errors."""
+    def requests(client):
+        client.launch(args=b"a" * 8)
+        client.launch(function=FAILING, args=b"b" * 8)      # raises: 400, owed
+        client.launch(args=b"c" * 8, length=7)                # the frame says 8: malformed
+        client.launch(args=b"d" * 16, size=8)                 # the handler refuses
+        sync(client)                                          # 400, the first of them
+        client.launch(args=b"e" * 8, header_flags=0)          # a synchronous launch
+        client.launch(args=b"f" * 8, device=1)                # the other vGPU
+        client.launch(args=b"g" * 8, device=1)
+        client.launch(function=GENERIC_ONLY, args=b"h" * 8, device=1)
+        client.launch(args=b"i" * 8)
+        sync(client)
+        client.launch(function=STICKY, args=b"j" * 8)         # 700 poisons the session
+        client.launch(args=b"k" * 8)                          # not run
+        sync(client)
+        sync(client)
+
+    results = []
+    for fast in (True, False):
+        client = Client(ring_lib)
+        worker = ring.CallRing(client.name)
+        try:
+            requests(client)
+            session = Session(PickyBackend(vgpus=2))
+            replies, generic = serve_all(session, worker, fast)
+            results.append((replies, session.backend.done, session.calls, generic))
+        finally:
+            worker.close()
+            client.close()
+    (replies, done, calls, generic), (replies_slow, done_slow, calls_slow, _) = results
+    assert (replies, done, calls) == (replies_slow, done_slow, calls_slow)
+    assert replies == [(400, 5), (0, 6), (0, 11), (700, 14), (700, 15)]
+    assert [d[-1] for d in done if d[0] == "launch"] == [b"a" * 8, b"e" * 8, b"f" * 8,
+                                                           b"g" * 8, b"h" * 8, b"i" * 8]
+    # through Session.handle: what the fast path does not take, and nothing else
+    L, S = "orionLaunchKernel", "cudaStreamSynchronize"
+    assert generic == [L, S,       # the malformed launch
+                       L, L,       # the synchronous one, the first on vGPU 1 (switches)
+                       L, L,       # GENERIC_ONLY, the first back on vGPU 0
+                       S, L,       # the launch after the sticky error
+                       S, S]
+
+
+class GoneMonitor:
+    """A socket monitor with one event: the client disconnected."""
+    events = 1
+
+    def poll(self, timeout=0):
+        return self.events
+
+    def recv_multipart(self, flags=0):
+        self.events = 0
+        return [struct.pack("=hi", zmq.EVENT_DISCONNECTED, 0), b"ipc://gone"]
+
+
+def test_the_worker_serve_loop_takes_the_fast_path(ring_lib, monkeypatch):
+    client = Client(ring_lib)
+    try:
+        for i in range(50):
+            client.launch(args=struct.pack("<Q", i))
+        sync(client)
+        session = Session(LaunchBackend())
+        handled = []
+        handle = session.handle
+        session.handle = lambda frames: handled.append(1) or handle(frames)
+        monkeypatch.setattr(worker_module, "RING_IDLE_S", 0.0)
+        worker_module._serve_ring(ring.CallRing(client.name), None, None, GoneMonitor(),
+                                  session, b"")
+        assert len(handled) == 1 and session.calls == 51
+        assert len(session.backend.done) == 51 and session.backend.done[-1][0] == "sync"
+    finally:
+        client.close()
+
+
+def test_launches_wait_for_the_compute_gate(pair):
+    client, worker = pair
+    for _ in range(3):
+        client.launch(args=b"x" * 8)
+    session = Session(LaunchBackend())
+    turns = []
+    session.gate = SimpleNamespace(idle_timeout=lambda default: default)
+    session._before_compute = turns.append
+    serve_all(session, worker)
+    assert turns == [0, 0, 0] and len(session.backend.done) == 3
+
+
+def test_after_a_run_the_wait_is_the_sessions_idle_timeout(pair):
+    """A compute turn taken during a run shortens the wait for the next request (the
+    turn goes back when the client stays idle), as _serve_ring's next wait_s would."""
+    import time
+    client, worker = pair
+    client.launch(args=b"x" * 8)
+    session = Session(LaunchBackend())
+    turn = []
+    session.gate = object()
+    session._before_compute = turn.append
+    session.wait_s = lambda default: 0.01 if turn else default
+    launch_path.attach(session, worker, STICKY_ERRORS)
+    started = time.monotonic()
+    assert worker.next_request(30.0) is None
+    assert time.monotonic() - started < 5 and turn == [0]
+
+
+def test_a_run_gives_the_room_back_as_it_goes(pair):
+    """A long run of launches publishes the ring's tail every PUBLISH_EVERY launches: a
+    client waiting for room need not wait for the whole run."""
+    client, worker = pair
+    tails = []
+
+    class Watching(LaunchBackend):
+        def orionLaunchKernel(self, *args):
+            tails.append(worker.control[ring.TAIL])
+            return super().orionLaunchKernel(*args)
+
+    for _ in range(100):
+        client.launch(args=b"x" * 8)
+    serve_all(Session(Watching()), worker)
+    record = launch_path.ARGS + 8
+    assert tails[launch_path.PUBLISH_EVERY] == launch_path.PUBLISH_EVERY * record
+    assert worker.control[ring.TAIL] == worker.control[ring.HEAD] == 100 * record
+
+
+def test_broken_launch_records_still_end_the_ring(pair):
+    client, worker = pair
+    client.launch(args=b"x" * 8)
+    client.launch(args=b"y" * 8)
+    second = launch_path.ARGS + 8
+    worker.request[second + 4:second + 6] = struct.pack("<H", 200)   # too many frames
+    session = Session(LaunchBackend())
+    launch_path.attach(session, worker, STICKY_ERRORS)
+    with pytest.raises(ring.RingError):
+        worker.next_request(0.01)
+    assert len(session.backend.done) == 1
+
+
+def test_the_record_layout_is_what_the_shim_sends():
+    """One struct reads a launch record: the ring's record header and frame lengths, the
+    request header and the arguments, as the generated stub packs them."""
+    assert launch_path.FRAME0 == wire.HEADER_SIZE + LAUNCH.size == 92
+    assert launch_path.ARGS == 16 + 96 and launch_path.RECORD.size == 16 + 92
+
+
+# ---- the GPU backend's ring launcher, on a stub driver ----
+
+STUB = r"""
+#include <string.h>
+unsigned long long last_f, last_stream, last_size;
+unsigned last_dims[7];
+unsigned char last_args[256];
+int calls, last_extra_null, last_params_null;
+int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                   unsigned by, unsigned bz, unsigned shared, void *stream, void **params,
+                   void **extra)
+{
+    unsigned dims[7] = {gx, gy, gz, bx, by, bz, shared};
+    calls++;
+    last_f = (unsigned long long)f;
+    last_stream = (unsigned long long)stream;
+    memcpy(last_dims, dims, sizeof dims);
+    last_params_null = params == 0;
+    last_extra_null = extra == 0;
+    last_size = 0;
+    if (extra) {   /* {BUFFER_POINTER, bytes, BUFFER_SIZE, &size, END} */
+        if (extra[0] != (void *)1 || extra[2] != (void *)2 || extra[4] != 0)
+            return 1;
+        last_size = *(unsigned long *)extra[3];
+        memcpy(last_args, extra[1], last_size < 256 ? last_size : 256);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    pytest.importorskip("cuda.bindings")
+    pytest.importorskip("cffi")
+    path = build(tmp_path_factory, "stubcuda", STUB)
+    return path, ctypes.CDLL(str(path))
+
+
+def last_launch(lib):
+    value = lambda name, t=ctypes.c_ulonglong: t.in_dll(lib, name).value  # noqa: E731
+    dims = (ctypes.c_uint * 7).in_dll(lib, "last_dims")
+    size = value("last_size")
+    return (value("last_f"), tuple(dims), value("last_stream"),
+            value("last_params_null", ctypes.c_int), value("last_extra_null", ctypes.c_int),
+            ctypes.string_at(ctypes.addressof(ctypes.c_ubyte.in_dll(lib, "last_args")), size))
+
+
+def test_gpu_ring_launcher_checks_then_calls_the_driver(driver):
+    import numpy as np
+
+    from orion_server.backends.cuda_kernels import KernelCalls
+    from orion_server.backends.cuda_launch import Launcher
+    path, lib = driver
+    backend = SimpleNamespace(
+        functions={FUNC: (object(), np.array([0, 8], dtype=np.uint64), 12),
+                   OTHER_FUNC: (object(), np.array([], dtype=np.uint64), 0)},
+        streams={STREAM}, launcher=Launcher(str(path)))
+    request = bytearray(4096)
+    request[100:112] = b"ARGUMENTS..."
+    view = memoryview(request)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(request))
+    launch = KernelCalls.ring_launcher(backend, view, address)
+    calls = lambda: ctypes.c_int.in_dll(lib, "calls").value  # noqa: E731
+
+    assert launch(FUNC, 4, 5, 6, 7, 8, 9, 96, STREAM, 0, 100, 12, 12) == 0
+    assert last_launch(lib) == (FUNC, (4, 5, 6, 7, 8, 9, 96), STREAM, 1, 0, b"ARGUMENTS...")
+    assert launch(OTHER_FUNC, 1, 1, 1, 1, 1, 1, 0, 2, 0, 100, 0, 0) == 0
+    assert last_launch(lib) == (OTHER_FUNC, (1, 1, 1, 1, 1, 1, 0), 2, 1, 1, b"")
+    before = calls()
+    for refused in ((FUNC + 5, STREAM, 0, 12, 12),       # not a kernel of the session
+                    (FUNC, STREAM + 1, 0, 12, 12),       # not a stream of the session
+                    (FUNC, 3, 0, 12, 12),                # nor a special one
+                    (FUNC, STREAM, 1, 12, 12),           # cooperative
+                    (FUNC, STREAM, 0, 8, 8),             # the kernel takes 12 bytes
+                    (FUNC, STREAM, 0, 12, 16)):          # argsSize disagrees
+        function, stream, flags, length, size = refused
+        assert launch(function, 1, 1, 1, 1, 1, 1, 0, stream, flags, 100, length, size) is None
+    assert launch(FUNC, 1, 1, 1, 1, 1, 1, 1 << 32, STREAM, 0, 100, 12, 12) is None
+    assert calls() == before
+
+    # the generic path's launcher passes the same to the driver
+    assert backend.launcher.launch(FUNC, (4, 5, 6), (7, 8, 9), 96, STREAM,
+                                   memoryview(b"ARGUMENTS...")) == 0
+    assert last_launch(lib) == (FUNC, (4, 5, 6, 7, 8, 9, 96), STREAM, 1, 0, b"ARGUMENTS...")
+    # ... and orionLaunchKernel refuses argument bytes the kernel does not take
+    backend.launcher, backend.streams = backend.launcher, {STREAM}
+    grid = DIM3.pack(1, 1, 1)
+    assert KernelCalls.orionLaunchKernel(backend, FUNC, grid, grid, 0, STREAM, 0, b"x" * 8,
+                                         8) == (B.cudaErrorInvalidValue,)
+    assert KernelCalls.orionLaunchKernel(backend, FUNC, grid, grid, 0, STREAM, 0, b"x" * 12,
+                                         16) == (B.cudaErrorInvalidValue,)
+    assert KernelCalls.orionLaunchKernel(backend, FUNC, grid, grid, 0, STREAM, 0, b"x" * 12,
+                                         12) == (0,)
+
+
+def test_the_cpu_benchmark_runs(driver):
+    """benchmarks/worker_launch.py (the per-launch profile of NOTES.md), briefly, with and
+    without the fast path."""
+    import sys
+    for extra in ([], ["--generic"]):
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks/worker_launch.py"),
+                              "--backend", "cuda", "--args", "0,32", "--launches", "300",
+                              "--rounds", "2", *extra],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count("us/launch") == 2, out.stdout
