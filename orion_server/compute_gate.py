@@ -2,9 +2,10 @@
 
 Before a call that puts kernels on a GPU (launches, graph launches, memsets) the worker
 needs a turn on that GPU from oriond's compute scheduler. A turn lasts one quantum;
-once it has passed, or once the client has sent nothing for IDLE_S, the worker waits
-until the GPU has finished its work (the drain) and hands the turn back with the time
-it really took. Copies are not gated: they use the copy engines, not the GPU's SMs.
+once it has passed the worker asks to renew it and goes on at once if nobody else
+waits. When it must yield, or once the client has sent nothing for IDLE_S, the worker
+waits until the GPU has finished its work (the drain) and reports the time it took.
+Copies are not gated: they use the copy engines, not the GPU's SMs.
 """
 from __future__ import annotations
 
@@ -42,9 +43,8 @@ class ComputeGate:
             return
         turn = self.turns.get(gpu)
         if turn is not None:
-            if time.monotonic() < turn[1]:
+            if time.monotonic() < turn[1] or self._renewed(gpu):
                 return
-            self._end(gpu)
         self._begin(gpu)
 
     def idle_timeout(self, default: float) -> float:
@@ -60,6 +60,30 @@ class ComputeGate:
         self.sock.send_multipart([b"leave"])
         self.sock.close()
 
+    def _renewed(self, gpu: int) -> bool:
+        """Ask to go on after a quantum; on a refusal, drain and report (turn over)."""
+        started, _ = self.turns[gpu]
+        now = time.monotonic()
+        self.sock.send_multipart([b"renew", str(gpu).encode(), repr(now - started).encode()])
+        verb, *rest = self._reply(gpu)
+        if verb == b"grant":
+            self.turns[gpu] = (now, now + float(rest[1]))
+            return True
+        del self.turns[gpu]
+        self._drain_and_report(gpu, now)
+        return False
+
+    def _reply(self, gpu: int) -> list[bytes]:
+        if not self.sock.poll(int(GRANT_TIMEOUT_S * 1000)):
+            log.error("no answer on GPU %d from oriond's compute scheduler in %.0f s: "
+                      "going on unthrottled", gpu, GRANT_TIMEOUT_S)
+            self.unthrottled = True
+            return [b"grant", str(gpu).encode(), b"inf"]
+        frames = self.sock.recv_multipart()
+        if frames[0] not in (b"grant", b"yield") or int(frames[1]) != gpu:
+            raise RuntimeError(f"compute scheduler answered {frames!r}")
+        return frames
+
     def _begin(self, gpu: int) -> None:
         # Never wait for one GPU while holding another: two sessions could each hold
         # what the other waits for.
@@ -67,22 +91,21 @@ class ComputeGate:
             self._end(held)
         self.sock.send_multipart([b"want", str(gpu).encode(),
                                   repr(self.shares[gpu]).encode()])
-        if not self.sock.poll(int(GRANT_TIMEOUT_S * 1000)):
-            log.error("no turn on GPU %d from oriond's compute scheduler in %.0f s: "
-                      "going on unthrottled", gpu, GRANT_TIMEOUT_S)
-            self.unthrottled = True
-            return
-        verb, granted, quantum = self.sock.recv_multipart()
-        if verb != b"grant" or int(granted) != gpu:
-            raise RuntimeError(f"compute scheduler answered {verb!r} {granted!r}")
+        verb, _, quantum = self._reply(gpu)
+        if verb != b"grant":
+            raise RuntimeError(f"compute scheduler answered {verb!r} to a request")
         started = time.monotonic()
         self.turns[gpu] = (started, started + float(quantum))
 
     def _end(self, gpu: int) -> None:
+        """Hand a turn back: drain, then report the whole turn."""
         started, _ = self.turns.pop(gpu)
+        self._drain_and_report(gpu, started)
+
+    def _drain_and_report(self, gpu: int, since: float) -> None:
         try:
             self.drain(gpu)
         except Exception:   # a faulted context: the error reaches the client at its
             log.exception("draining GPU %d", gpu)   # next call; the turn still ends
-        used = time.monotonic() - started
+        used = time.monotonic() - since
         self.sock.send_multipart([b"done", str(gpu).encode(), repr(used).encode()])

@@ -4,7 +4,9 @@ Workers of throttled sessions (ORION_RATIO under 100 with enable_computation_thr
 connect a DEALER whose identity is their session id and say, as multipart messages:
 
     want  <gpu> <share>      may I submit kernels to <gpu>?   -> grant <gpu> <quantum_s>
-    done  <gpu> <used_s>     my turn is over, the GPU has finished my work
+    renew <gpu> <used_s>     my quantum has passed, may I go on?
+                             -> grant <gpu> <quantum_s>, or yield <gpu> (drain, then done)
+    done  <gpu> <used_s>     my turn is over (or my drain after yielding): charge it
     leave                    the session is closing
 
 oriond also calls `leave` itself when a worker process ends, so a crashed holder
@@ -85,18 +87,27 @@ class ComputeScheduler:
                 if verb == b"want" and len(args) == 2:
                     self._ledger(int(args[0])).want(session, float(args[1]), now)
                     self.usage.setdefault(session, [now, 0, 0.0])
-                elif verb == b"done" and len(args) == 2:
-                    used = float(args[1])
-                    self._ledger(int(args[0])).done(session, used, now)
-                    usage = self.usage.setdefault(session, [now, 0, 0.0])
-                    usage[1] += 1
-                    usage[2] += used
+                elif verb in (b"done", b"renew") and len(args) == 2:
+                    gpu, used = int(args[0]), float(args[1])
+                    ledger = self._ledger(gpu)
+                    self.usage.setdefault(session, [now, 0, 0.0])[2] += used
+                    if verb == b"done":
+                        ledger.done(session, used, now)
+                    elif ledger.renew(session, used, now):
+                        self._grant(session, gpu, ledger)
+                    else:
+                        self.sock.send_multipart([identity, b"yield", args[0]])
                 elif verb == b"leave":
                     self._leave(session)
                 else:
                     raise ValueError(f"unknown message {verb!r} with {len(args)} argument(s)")
         except ValueError as e:
             log.warning("compute scheduler: session %s: %s", session, e)
+
+    def _grant(self, session: str, gpu: int, ledger: ShareLedger) -> None:
+        self.usage.setdefault(session, [time.monotonic(), 0, 0.0])[1] += 1
+        self.sock.send_multipart([session.encode(), b"grant", str(gpu).encode(),
+                                  repr(ledger.quantum).encode()])
 
     def _grant_turns(self) -> int:
         """Grant every turn that is due; the poll timeout (ms) until the next may be."""
@@ -105,8 +116,7 @@ class ComputeScheduler:
             for gpu, ledger in self.ledgers.items():
                 session = ledger.next_turn(now)
                 if session is not None:
-                    self.sock.send_multipart([session.encode(), b"grant", str(gpu).encode(),
-                                              repr(ledger.quantum).encode()])
+                    self._grant(session, gpu, ledger)
                 if ledger.waiting:
                     at = ledger.wake_at(now)
                     due = RECHECK_S if at is None else min(RECHECK_S, max(0.0, at - now))

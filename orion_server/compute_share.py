@@ -1,8 +1,11 @@
 """Who may submit compute work to a physical GPU next: the ledger behind ORION_RATIO.
 
 Sessions on one GPU take turns. A turn (a *grant*) lasts one quantum; the worker
-holding it submits its kernels, then waits until the GPU has finished them and reports
-how long the turn really took (drain included), so a turn that overran is paid for.
+holding it submits its kernels, then asks to renew it. Nobody else waiting (and time
+left in its bucket): it goes on at once, its queued work still running. Otherwise it
+yields: the next session starts, and the yielding worker waits until the GPU has
+finished its work (the drain) and reports that time too, so a turn that overran is
+paid for.
 Each session has a token bucket in seconds of GPU time, refilled at its rate:
 
     rate = share + throttle_level/100 * spare
@@ -58,8 +61,19 @@ class ShareLedger:
         if session != self.holder and session not in self.waiting:
             self.waiting.append(session)
 
+    def renew(self, session: str, used_s: float, now: float) -> bool:
+        """The holder's quantum has passed, `used_s` since its turn began: True if it
+        goes on with a new turn, False if it must yield (it is no longer the holder)."""
+        self.done(session, used_s, now)
+        account = self.accounts.get(session)
+        if self.waiting or account is None or account.tokens <= -EPSILON_S:
+            return False
+        self.holder = session
+        return True
+
     def done(self, session: str, used_s: float, now: float) -> None:
-        """The holder's turn is over; it took `used_s` of the GPU, drain included."""
+        """Charge `used_s` of the GPU to a session: the end of its turn, or the drain
+        after it yielded; a holder's turn is over."""
         self._refill(now)
         account = self.accounts.get(session)
         if account is not None:

@@ -38,7 +38,7 @@ class ServerConfig:
     host_memory_mib: int = 16384
     # GPU memory kept out of the pool per vGPU for the worker's own CUDA context, which
     # is not charged to the vGPU (an Orion key, [server] context_reserve_mib)
-    context_reserve_mib: int = 512
+    context_reserve_mib: int = 520   # an H100 worker: 582 MiB with 64 MiB allocated
     # [throttle]: compute shares (ORION_RATIO) enforced by turns; see compute_share.py
     enable_computation_throttle: bool = True
     throttle_level: int = 100      # % of idle GPU capacity a session may borrow

@@ -9,24 +9,39 @@ from orion_server.compute_share import QUANTUM_S, ShareLedger
 
 def simulate(ledger: ShareLedger, shares: dict[str, float], seconds: float,
              drain_s: float = 0.0005, busy: set[str] | None = None) -> dict[str, float]:
-    """Sessions that always have work (those in `busy`, default all) ask for a turn as
-    soon as theirs ends; each turn runs one quantum plus a drain. GPU time per session."""
+    """Sessions that always have work (those in `busy`, default all) run as workers do:
+    a turn of one quantum, then renew; on a refusal they drain (the next session starts
+    meanwhile), report the drain and ask again. GPU time per session / elapsed."""
     busy = set(shares) if busy is None else busy
     now, used = 0.0, {s: 0.0 for s in shares}
     for session in busy:
         ledger.want(session, shares[session], now)
+    session = None
     while now < seconds:
-        session = ledger.next_turn(now)
         if session is None:
-            now = ledger.wake_at(now)
-            assert now is not None
-            continue
-        turn = ledger.quantum + drain_s
-        now += turn
-        used[session] += turn
-        ledger.done(session, turn, now)
-        ledger.want(session, shares[session], now)
+            session = ledger.next_turn(now)
+            if session is None:
+                now = ledger.wake_at(now)
+                assert now is not None
+                continue
+        now += ledger.quantum
+        used[session] += ledger.quantum
+        if not ledger.renew(session, ledger.quantum, now):
+            ledger.done(session, drain_s, now + drain_s)   # its drain overlaps the next
+            used[session] += drain_s
+            ledger.want(session, shares[session], now + drain_s)
+            session = None
     return {s: u / now for s, u in used.items()}
+
+
+def test_a_renewal_goes_on_only_while_nobody_waits():
+    ledger = ShareLedger(throttle_level=100)
+    ledger.want("a", 0.5, 0.0)
+    assert ledger.next_turn(0.0) == "a"
+    assert ledger.renew("a", QUANTUM_S, QUANTUM_S)            # alone: goes on
+    ledger.want("b", 0.5, QUANTUM_S)
+    assert not ledger.renew("a", QUANTUM_S, 2 * QUANTUM_S)    # b waits: a yields
+    assert ledger.next_turn(2 * QUANTUM_S) == "b"
 
 
 @pytest.mark.parametrize("shares", [{"a": 0.3, "b": 0.7}, {"a": 0.25, "b": 0.25, "c": 0.25,
