@@ -11,7 +11,7 @@ from conftest import programs
 from test_programs_gpu import _describe, _gpu_present
 
 pytestmark = pytest.mark.gpu
-INVOCATIONS = [(n, a) for n, a in programs.all_invocations() if n != "hold"]
+INVOCATIONS = programs.all_invocations()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from conftest import programs, shim_env
 from orion_controller.client import ControlClient
 
-HOST_INVOCATIONS = [(n, a) for n, a in programs.all_invocations() if n != "hold"]
+HOST_INVOCATIONS = programs.all_invocations()
 
 
 def run(pool, shim_dir, program_dir, tmp_path, name, args=(), **env):
@@ -223,3 +223,20 @@ def test_captured_copies_of_host_memory_across_hosts_fail_clearly(host_pool, shi
     proc = run(host_pool, shim_dir, program_dir, tmp_path, "graphs", ORION_ENABLE_NET=1)
     assert proc.returncode == 1 and "cudaErrorStreamCaptureUnsupported" in proc.stdout
     assert "needs memory shared with the worker" in client_log(tmp_path)
+
+
+def test_another_sessions_memory_is_out_of_reach(host_pool, shim_dir, program_dir, tmp_path):
+    exe = programs.build("foreign_pointer", program_dir)
+    owner = subprocess.Popen([str(exe), "own", "3"], stdout=subprocess.PIPE, text=True,
+                             env=shim_env(host_pool, shim_dir, tmp_path / "a"))
+    try:
+        pointer = owner.stdout.readline().split()[1]
+        assert owner.stdout.readline().strip() == "READY"
+        intruder = run(host_pool, shim_dir, program_dir, tmp_path / "b", "foreign_pointer",
+                       (pointer,))
+        rest = owner.communicate(timeout=60)[0]
+    finally:
+        owner.kill()
+        owner.wait()
+    assert programs.passed(intruder, "foreign_pointer"), intruder.stdout
+    assert owner.returncode == 0 and "PASS foreign_pointer" in rest, rest
