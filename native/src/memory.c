@@ -24,14 +24,26 @@ static int is_device(const void *ptr)
 }
 
 /* Same host, pageable memory: bulk bytes go through a staging segment the worker maps
- * (one per session, used by one copy at a time), in chunks, never through the socket.
- * Each chunk waits for its DMA: CUDA's pageable copies are synchronous in effect. */
+ * (one per session, used by one copy at a time), never through the socket. A copy of at
+ * least PIPELINE_MIN is cut into chunks that take turns in the segment's two slots, each
+ * chunk one synchronous orionMemcpyShm, one in flight at a time: while the worker copies
+ * chunk k between its slot and the GPU, the client fills the other slot with chunk k+1
+ * (to the device), or empties it of chunk k-1 (to the host), with a few threads
+ * (orion_memcpy_parallel). A slot is refilled only after its chunk's call returned, so
+ * the GPU is done with it. Every chunk waits for its DMA: CUDA's pageable copies are
+ * synchronous in effect (an async upload returns once its source was consumed, an async
+ * download once the bytes are in the caller's memory). */
 #define STAGING_MIN (256u << 10)
-#define STAGING_CHUNK (8u << 20)
+#define STAGING_SLOT (4u << 20)
+#define PIPELINE_MIN (2u << 20)
+#define CHUNK_MIN (1u << 20)
+/* orionMemcpyShm(dst, src, count, kind, stream): its id and arguments as the generated
+ * stub (native/generated/cudart_stubs.c) sends them */
+#define CALL_MEMCPY_SHM 0x244cf257u
 
 typedef struct staging {
     orion_session *session;
-    char *buffer;
+    char *buffer;                /* two slots of STAGING_SLOT */
     pthread_mutex_t lock;
 } staging;
 
@@ -53,8 +65,8 @@ static staging *staging_acquire(void)
             st = &stagings[i];
     if (!st && n_stagings < ORION_MAX_DEVICES) {
         /* a session whose worker cannot map it keeps a NULL buffer: not asked again */
-        char *buffer = orion_shm_alloc(STAGING_CHUNK);
-        if (buffer && !orion_shm_usable(buffer, STAGING_CHUNK)) {
+        char *buffer = orion_shm_alloc(2 * STAGING_SLOT);
+        if (buffer && !orion_shm_usable(buffer, 2 * STAGING_SLOT)) {
             orion_shm_free(buffer);
             buffer = NULL;
         }
@@ -69,21 +81,85 @@ static staging *staging_acquire(void)
     return st && st->buffer ? st : NULL;
 }
 
+/* What the client copies while one chunk's call is in flight. */
+typedef struct {
+    char *to;
+    const char *from;
+    size_t n;
+} host_part;
+
+static void copy_host_part(void *ctx)
+{
+    const host_part *p = ctx;
+    if (p->n)
+        orion_memcpy_parallel(p->to, p->from, p->n);
+}
+
+/* One chunk between a slot and the device, synchronous, `meanwhile` copied during it. */
+static cudaError_t chunk_call(char *slot, char *device, size_t n, enum cudaMemcpyKind kind,
+                              cudaStream_t stream, host_part *meanwhile)
+{
+    orion_msg m;
+    void *dst = kind == cudaMemcpyHostToDevice ? device : slot;
+    const void *src = kind == cudaMemcpyHostToDevice ? (const void *)slot : device;
+    orion_begin(&m, CALL_MEMCPY_SHM, 0);
+    orion_put(&m, &dst, sizeof dst);
+    orion_put(&m, &src, sizeof src);
+    orion_put(&m, &n, sizeof n);
+    orion_put(&m, &kind, sizeof kind);
+    orion_put(&m, &stream, sizeof stream);
+    cudaError_t err;
+    if (m.failed) {
+        copy_host_part(meanwhile);
+        err = (cudaError_t)m.failed;
+    } else {
+        orion_expect_busy((long long)(n / 4));   /* stay awake for up to ~4 GB/s */
+        err = orion_session_call_overlapped(m.session, &m, copy_host_part, meanwhile);
+    }
+    return orion_end(&m, err);   /* records an error as the application's last */
+}
+
 static cudaError_t staged_copy(staging *st, void *dst, const void *src, size_t count,
                                enum cudaMemcpyKind kind, cudaStream_t stream)
 {
-    cudaError_t err = cudaSuccess;
-    for (size_t done = 0; err == cudaSuccess && done < count; done += STAGING_CHUNK) {
-        size_t n = count - done < STAGING_CHUNK ? count - done : STAGING_CHUNK;
-        if (kind == cudaMemcpyHostToDevice) {
-            memcpy(st->buffer, (const char *)src + done, n);
-            err = orionMemcpyShm((char *)dst + done, st->buffer, n, kind, stream);
-        } else {
-            err = orionMemcpyShm(st->buffer, (const char *)src + done, n, kind, stream);
-            if (err == cudaSuccess)
-                memcpy((char *)dst + done, st->buffer, n);
-        }
+    size_t chunk = count;
+    if (count >= PIPELINE_MIN) {
+        /* at least two chunks, so the two sides overlap */
+        chunk = ((count + 1) / 2 + 65535) & ~(size_t)65535;
+        if (chunk > STAGING_SLOT)
+            chunk = STAGING_SLOT;
+        if (chunk < CHUNK_MIN)
+            chunk = CHUNK_MIN;
     }
+    size_t chunks = (count + chunk - 1) / chunk;
+    char *slots[2] = {st->buffer, st->buffer + STAGING_SLOT};
+    cudaError_t err = cudaSuccess;
+#define CHUNK_LEN(k) ((k) + 1 < chunks ? chunk : count - (k) * chunk)
+    if (kind == cudaMemcpyHostToDevice) {
+        orion_memcpy_parallel(slots[0], src, CHUNK_LEN(0));
+        for (size_t k = 0; err == cudaSuccess && k < chunks; k++) {
+            host_part next = {0};
+            if (k + 1 < chunks)
+                next = (host_part){slots[(k + 1) % 2], (const char *)src + (k + 1) * chunk,
+                                   CHUNK_LEN(k + 1)};
+            err = chunk_call(slots[k % 2], (char *)dst + k * chunk, CHUNK_LEN(k), kind,
+                             stream, &next);
+        }
+    } else {
+        size_t k = 0;
+        for (; err == cudaSuccess && k < chunks; k++) {
+            host_part previous = {0};
+            if (k > 0)
+                previous = (host_part){(char *)dst + (k - 1) * chunk, slots[(k - 1) % 2],
+                                       CHUNK_LEN(k - 1)};
+            err = chunk_call(slots[k % 2], (char *)src + k * chunk, CHUNK_LEN(k), kind,
+                             stream, &previous);
+        }
+        if (err == cudaSuccess)
+            orion_memcpy_parallel((char *)dst + (chunks - 1) * chunk, slots[(chunks - 1) % 2],
+                                  CHUNK_LEN(chunks - 1));
+    }
+#undef CHUNK_LEN
     pthread_mutex_unlock(&st->lock);
     return err;
 }
@@ -154,12 +230,16 @@ static cudaError_t copy(void *dst, const void *src, size_t count, enum cudaMemcp
         kind = d ? (s ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                  : (s ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
     }
-    if (kind == cudaMemcpyHostToDevice && orion_shm_usable(src, count))
-        return is_async ? orionMemcpyShmAsync(dst, src, count, kind, stream)
-                        : orionMemcpyShm(dst, src, count, kind, stream);
-    if (kind == cudaMemcpyDeviceToHost && orion_shm_usable(dst, count))
-        return is_async ? orionMemcpyShmAsync(dst, src, count, kind, stream)
-                        : orionMemcpyShm(dst, src, count, kind, stream);
+    /* page-locked memory (a shared segment): one call, the worker's one DMA. A
+     * synchronous one waits awake for its reply, as the driver's own cudaMemcpy spins:
+     * a core left asleep through a 1 ms copy took ~0.1-0.3 ms to wake (H100 host) */
+    if ((kind == cudaMemcpyHostToDevice && orion_shm_usable(src, count)) ||
+        (kind == cudaMemcpyDeviceToHost && orion_shm_usable(dst, count))) {
+        if (is_async)
+            return orionMemcpyShmAsync(dst, src, count, kind, stream);
+        orion_expect_busy((long long)(count / 4));
+        return orionMemcpyShm(dst, src, count, kind, stream);
+    }
     if (is_async && stream && (kind == cudaMemcpyHostToDevice ||
                                kind == cudaMemcpyDeviceToHost) && orion_stream_capturing(stream))
         return orion_captured_copy(dst, src, count, kind, stream);

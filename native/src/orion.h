@@ -74,10 +74,24 @@ int orion_session_is_local(const orion_session *s);   /* ipc://: same host */
 void *orion_zmq_context(void);
 cudaError_t orion_session_send(orion_session *s, orion_msg *m);
 cudaError_t orion_session_call(orion_session *s, orion_msg *m);
+/* orion_session_call that runs work(ctx) once the request is out, before it waits for
+ * the reply (even when the send failed): the client's share of a pipelined copy
+ * overlaps the worker's. The session stays locked meanwhile. */
+cudaError_t orion_session_call_overlapped(orion_session *s, orion_msg *m,
+                                          void (*work)(void *ctx), void *ctx);
+/* The calling thread's next synchronous call is expected to take about ns (a big copy):
+ * its wait on the call ring stays awake that long instead of sleeping after a short spin
+ * (native cudaMemcpy spins too). One call only; 0 clears it. */
+void orion_expect_busy(long long ns);
 /* n synchronous calls, request i built by build(m, i, ctx) (orion_begin and the puts), all
  * on the current device's session, kept in flight a few at a time; the first error. */
 typedef void (*orion_build_fn)(orion_msg *m, size_t i, void *ctx);
 cudaError_t orion_call_pipelined(size_t n, orion_build_fn build, void *ctx);
+
+/* ---- bulk host copies (copypool.c) ---- */
+/* memcpy, split over a small persistent pool of threads where the size pays for it
+ * (ORION_COPY_THREADS, default from the core count); plain memcpy otherwise. */
+void orion_memcpy_parallel(void *dst, const void *src, size_t n);
 
 /* ---- logging (log.c) ---- */
 void orion_log_open(void);

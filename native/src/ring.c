@@ -1,6 +1,7 @@
 /* Client side of the same-host call ring (ring.h; docs/protocol.md, "Same-host call ring"). */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -22,6 +23,9 @@
 /* Poll this long before sleeping on the futex: a call the worker answers within it costs
  * no system call and no wake-up on either side. */
 #define SPIN_NS 50000
+/* A caller expecting a long wait (orion_ring_wait_reply_busy) stays awake at most this
+ * long: a core asleep for a millisecond can take a few hundred microseconds to wake. */
+#define BUSY_MAX_NS 20000000LL
 
 /* Shared header. Each cache line after the first is written by one side only (but for
  * the other side clearing a sleeping flag), so polling does not bounce lines. */
@@ -201,14 +205,27 @@ int orion_ring_put(orion_ring *r, const orion_frame *frames, int n, unsigned fla
 
 int orion_ring_wait_reply(orion_ring *r, uint64_t seq, int timeout_us)
 {
+    return orion_ring_wait_reply_busy(r, seq, timeout_us, 0);
+}
+
+int orion_ring_wait_reply_busy(orion_ring *r, uint64_t seq, int timeout_us, long long busy_ns)
+{
     struct ring_header *h = r->h;
     long long start = now_ns(), deadline = start + timeout_us * 1000LL;
+    if (busy_ns > BUSY_MAX_NS)
+        busy_ns = BUSY_MAX_NS;
     while (__atomic_load_n(&h->reply_seq, __ATOMIC_ACQUIRE) != seq) {
         long long t = now_ns();
         if (t >= deadline)
             return 0;
         if (t - start < SPIN_NS) {
             cpu_relax();
+            continue;
+        }
+        if (t - start < busy_ns) {
+            /* a long call (a big copy): stay awake, as the CUDA driver's own wait does,
+             * but let other threads of this core run */
+            sched_yield();
             continue;
         }
         /* say we sleep, then look once more: the worker stores reply_seq before it

@@ -45,6 +45,9 @@ int orion_ring_put(orion_ring *r, const orion_frame *frames, int n, unsigned fla
 /* 1 once the reply to `seq` is in the reply area, 0 if it did not come within timeout_us.
  * Spins for a while first, then sleeps on a futex. */
 int orion_ring_wait_reply(orion_ring *r, uint64_t seq, int timeout_us);
+/* The same, but after the spin it stays awake (sched_yield) until busy_ns have passed
+ * before it sleeps: for calls expected to take that long (big copies). */
+int orion_ring_wait_reply_busy(orion_ring *r, uint64_t seq, int timeout_us, long long busy_ns);
 /* The frames of the reply in the reply area (pointers into it, valid until the next
  * request): their number, or -1 if the record is malformed. *flags: the record's. */
 int orion_ring_reply(const orion_ring *r, orion_frame *frames, int max, unsigned *flags);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -332,9 +333,25 @@ static cudaError_t socket_wait(orion_session *s, orion_msg *m, uint64_t seq)
 }
 
 /* The reply to `seq` from the ring (or from the socket, where the ring says it went). */
+static __thread long long busy_hint_ns;
+
+/* Only where a waiter spinning on its core leaves others to the worker (and the copy
+ * threads): on a machine of 2-3 cores it would take the worker's. */
+#define BUSY_MIN_CORES 4
+
+void orion_expect_busy(long long ns)
+{
+    static int cores;
+    if (!cores)
+        cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    busy_hint_ns = cores >= BUSY_MIN_CORES ? ns : 0;
+}
+
 static cudaError_t ring_wait(orion_session *s, orion_msg *m, uint64_t seq)
 {
-    while (!orion_ring_wait_reply(s->ring, seq, RING_CHECK_US)) {
+    long long busy_ns = busy_hint_ns;
+    busy_hint_ns = 0;
+    while (!orion_ring_wait_reply_busy(s->ring, seq, RING_CHECK_US, busy_ns)) {
         drain_monitor(s);
         if (s->dead)
             return ORION_TRANSPORT_ERROR;
@@ -374,6 +391,20 @@ cudaError_t orion_session_call(orion_session *s, orion_msg *m)
     cudaError_t err = send_locked(s, m);
     if (err == cudaSuccess)
         err = s->ring ? ring_wait(s, m, s->seq) : socket_wait(s, m, s->seq);
+    busy_hint_ns = 0;
+    pthread_mutex_unlock(&s->lock);
+    return err;
+}
+
+cudaError_t orion_session_call_overlapped(orion_session *s, orion_msg *m,
+                                          void (*work)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&s->lock);
+    cudaError_t err = send_locked(s, m);
+    work(ctx);
+    if (err == cudaSuccess)
+        err = s->ring ? ring_wait(s, m, s->seq) : socket_wait(s, m, s->seq);
+    busy_hint_ns = 0;
     pthread_mutex_unlock(&s->lock);
     return err;
 }

@@ -205,14 +205,17 @@ def test_programs_pass_over_tcp_as_across_hosts(host_pool, shim_dir, program_dir
 
 @pytest.mark.parametrize("net", ["1", "0"], ids=["tcp", "same-host"])
 def test_large_copies_are_byte_exact(host_pool, shim_dir, program_dir, tmp_path, net):
-    """64 MiB and odd sizes both ways, at offsets that straddle the 1 MiB chunks; over
-    tcp:// a download asks for its chunks several at a time, and one that fails part-way
-    (it runs past its allocation) must leave no reply behind for the next copies."""
+    """64 MiB and odd sizes both ways, sync and async, at offsets that straddle the 1 MiB
+    chunks; over tcp:// a download asks for its chunks several at a time, and one that
+    fails part-way (it runs past its allocation) must leave no reply behind for the next
+    copies. On the same host pageable copies are pipelined through two staging slots,
+    their host side split over 3 threads (forced: this machine may have few cores)."""
     proc = run(host_pool, shim_dir, program_dir, tmp_path, "bulk_copies", ORION_ENABLE_NET=net,
-               BULK_COPIES_RANGE_ERRORS=1)
+               BULK_COPIES_RANGE_ERRORS=1, ORION_COPY_THREADS=3)
     assert programs.passed(proc, "bulk_copies"), proc.stdout + client_log(tmp_path)
     log = client_log(tmp_path)
     assert ("through tcp://" in log) == (net == "1")
+    assert ("bulk host copies: 3 threads" in log) == (net == "0")
     assert "dropped a reply" not in log
 
 

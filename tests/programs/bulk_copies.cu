@@ -1,7 +1,8 @@
 // Large and odd-sized copies, byte for byte. Across hosts (tcp://) Orion moves bulk bytes
-// in 1 MiB chunks, device-to-host ones several in flight at a time, so sizes and offsets
-// straddle chunk boundaries here: one byte, a chunk less or more one, the number of chunks
-// in flight and one more, 64 MiB and a few bytes. Also: copies queued behind other work of
+// in 1 MiB chunks, device-to-host ones several in flight at a time; on the same host,
+// pageable copies of 2 MiB and more go through two staging slots in chunks of 1-4 MiB,
+// so sizes and offsets straddle chunk boundaries here: one byte, a chunk less or more
+// one, the number of chunks in flight and one more, 64 MiB and a few bytes. Also: copies queued behind other work of
 // their stream see its result, two threads copying at once each get their own bytes, and
 // (with BULK_COPIES_RANGE_ERRORS=1, through Orion only: natively such a copy is undefined)
 // a device-to-host copy running past its allocation fails cleanly mid-way and the
@@ -42,9 +43,12 @@ static void upload(unsigned char* d, unsigned seed, std::vector<unsigned char>& 
 
 static void test_sizes(unsigned char* d, unsigned char* pinned) {
   std::vector<unsigned char> host(kDevice + 64);
+  cudaStream_t side;
+  CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
   upload(d, 1, host);
-  const size_t sizes[] = {1, 13, 4095, MiB - 1, MiB, MiB + 1, 2 * MiB - 1, 2 * MiB + 1,
-                          3 * MiB + 7, 4 * MiB, 8 * MiB, 9 * MiB + 5, 17 * MiB + 3};
+  const size_t sizes[] = {1, 13, 4095, MiB - 1, MiB, MiB + 1, 2 * MiB - 1, 2 * MiB,
+                          2 * MiB + 1, 3 * MiB + 7, 4 * MiB, 8 * MiB, 8 * MiB + 1,
+                          9 * MiB + 5, 12 * MiB - 3, 17 * MiB + 3};
   const size_t offsets[] = {0, 3, MiB - 1};
   for (size_t size : sizes)
     for (size_t offset : offsets) {
@@ -63,7 +67,41 @@ static void test_sizes(unsigned char* d, unsigned char* pinned) {
       snprintf(what, sizeof what, "cudaMemcpyAsync D2H of %zu bytes at +%zu", size, offset);
       expect_pattern(what, pinned, size, offset, 1);
       EXPECT(pinned[size] == 0, "%s wrote past its end", what);
+      // pageable, asynchronous on a stream of its own: the bytes are in on return
+      memset(host.data(), 0, size + 2);
+      CHECK(cudaMemcpyAsync(out, d + offset, size, cudaMemcpyDeviceToHost, side));
+      snprintf(what, sizeof what, "pageable cudaMemcpyAsync D2H of %zu bytes at +%zu", size,
+               offset);
+      expect_pattern(what, out, size, offset, 1);
+      EXPECT(out[size] == 0 && host[0] == 0, "%s wrote outside its range", what);
     }
+
+  // uploads from pageable memory at odd addresses, sync and async, each read back
+  // through page-locked memory; the source is overwritten as soon as an async upload
+  // returns (it must have been consumed by then)
+  unsigned char* scratch = d + 40 * MiB;
+  for (size_t size : sizes)
+    for (size_t offset : offsets) {
+      for (int async = 0; async < 2; ++async) {
+        unsigned seed = 10 + async;
+        fill(host.data() + 1, size, offset, seed);
+        if (async) {
+          CHECK(cudaMemcpyAsync(scratch + offset, host.data() + 1, size,
+                                cudaMemcpyHostToDevice, side));
+          memset(host.data(), 0xEE, size + 2);
+        } else {
+          CHECK(cudaMemcpy(scratch + offset, host.data() + 1, size, cudaMemcpyHostToDevice));
+        }
+        memset(pinned, 0, size);
+        CHECK(cudaMemcpyAsync(pinned, scratch + offset, size, cudaMemcpyDeviceToHost, side));
+        CHECK(cudaStreamSynchronize(side));
+        char what[128];
+        snprintf(what, sizeof what, "pageable %s H2D of %zu bytes at +%zu",
+                 async ? "cudaMemcpyAsync" : "cudaMemcpy", size, offset);
+        expect_pattern(what, pinned, size, offset, seed);
+      }
+    }
+  upload(d, 1, host);
 
   // 64 MiB and 13 bytes from an odd device address, both kinds of host memory
   const size_t big = 64 * MiB + 13;
@@ -85,6 +123,7 @@ static void test_sizes(unsigned char* d, unsigned char* pinned) {
   memset(pinned, 0, big);
   CHECK(cudaMemcpy(pinned, d + 5, big, cudaMemcpyDeviceToHost));
   expect_pattern("64 MiB + 13 H2D then D2H", pinned, big, 5, 2);
+  CHECK(cudaStreamDestroy(side));
 }
 
 // Copies to the host wait for the work queued before them on their stream.
@@ -127,6 +166,41 @@ static void test_threads(unsigned char* d) {
   b.join();
 }
 
+// Two threads at once, each on a stream of its own: one uploads and reads back its half
+// while the other downloads the other half, then the other way round.
+static void test_threads_both_ways(unsigned char* d) {
+  std::vector<unsigned char> host(kDevice);
+  upload(d, 7, host);
+  const size_t n = 18 * MiB + 5;
+  auto work = [&](size_t first, int thread) {
+    CHECK(cudaSetDevice(0));
+    cudaStream_t stream;
+    CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    std::vector<unsigned char> buf(n + 1);
+    for (int round = 0; round < 4; ++round) {
+      char what[64];
+      snprintf(what, sizeof what, "thread %d, round %d", thread, round);
+      if ((round + thread) % 2 == 0) {   // upload new bytes, read them back
+        unsigned seed = 20 + 2 * thread + round;
+        fill(buf.data() + 1, n, first, seed);
+        CHECK(cudaMemcpyAsync(d + first, buf.data() + 1, n, cudaMemcpyHostToDevice, stream));
+        memset(buf.data(), 0, n + 1);
+        CHECK(cudaMemcpyAsync(buf.data(), d + first, n, cudaMemcpyDeviceToHost, stream));
+        expect_pattern(what, buf.data(), n, first, seed);
+      } else {                           // download what the last round left there
+        unsigned seed = round == 0 ? 7 : 20 + 2 * thread + round - 1;
+        memset(buf.data(), 0, n + 1);
+        CHECK(cudaMemcpy(buf.data() + 1, d + first, n, cudaMemcpyDeviceToHost));
+        expect_pattern(what, buf.data() + 1, n, first, seed);
+      }
+    }
+    CHECK(cudaStreamDestroy(stream));
+  };
+  std::thread a(work, 3, 0), b(work, 32 * MiB + 3, 1);
+  a.join();
+  b.join();
+}
+
 // A download running past its allocation fails (part-way through its chunks, over
 // tcp://), and leaves nothing behind: the next copies get their own bytes.
 static void test_range_error(unsigned char* d) {
@@ -157,6 +231,7 @@ int main() {
   test_sizes(d, pinned);
   test_stream_order(d, pinned);
   test_threads(d);
+  test_threads_both_ways(d);
   const char* errors = getenv("BULK_COPIES_RANGE_ERRORS");
   if (errors && strcmp(errors, "1") == 0) test_range_error(d);
   CHECK(cudaFreeHost(pinned));
