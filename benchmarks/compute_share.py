@@ -145,7 +145,8 @@ def measure(spin: Path, shim_dir: Path, backend: str, seconds: float, workdir: P
         results.append({"scenario": name, "ratios": ratios, "throttle_level": level,
                         "expected": expected, "shares": shares,
                         "throughput": sum(rates) / whole, "met": met})
-    return {"backend": backend, "seconds": seconds, "whole_kernels_per_s": whole,
+    gpu = harness.gpu_info().get("gpu_name", "") if backend == "cuda" else "no GPU"
+    return {"backend": backend, "gpu": gpu, "seconds": seconds, "whole_kernels_per_s": whole,
             "tolerance": TOLERANCE, "results": results}
 
 
@@ -181,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     spin = harness._programs.build("spin", workdir)   # tests/programs/spin.cu
     started = time.monotonic()
     data = measure(spin, args.shim_dir.resolve(), args.backend, args.seconds, workdir)
-    data["gpu"] = harness.gpu_info().get("gpu_name", "") if args.backend == "cuda" else "no GPU"
     data["suite_s"] = round(time.monotonic() - started)
     data["commit"] = harness.git_commit()
     slug = "host" if args.backend == "host" else data["gpu"].lower().replace(" ", "-")
