@@ -40,3 +40,41 @@ cudaError_t orionShmDevicePointer(const void *host, void **device);
 cudaError_t orionStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode);
 cudaError_t orionStreamEndCapture(cudaStream_t stream, cudaGraph_t *pGraph);
 cudaError_t orionVarInfo(unsigned long long module, const char *name, unsigned long long *address, size_t *size);
+
+#define ORION_CALL_ID_orionDeviceSnapshot 0x03081032u
+#define ORION_CALL_ID_orionFuncGetAttributes 0x5822bb05u
+#define ORION_CALL_ID_orionFuncSetAttribute 0x4a83b2ebu
+#define ORION_CALL_ID_orionFuncSetCacheConfig 0x1e064fbeu
+#define ORION_CALL_ID_orionFunctionInfo 0x67de7a28u
+#define ORION_CALL_ID_orionGraphAddHostNode 0x49855038u
+#define ORION_CALL_ID_orionGraphAddKernelNode 0x18aaba2bu
+#define ORION_CALL_ID_orionGraphAddMemcpyNode 0x2ae303f1u
+#define ORION_CALL_ID_orionGraphAddMemcpyNode1D 0x629bbb61u
+#define ORION_CALL_ID_orionGraphKernelNodeSetParams 0x1df4ac1fu
+#define ORION_CALL_ID_orionHostFunc 0x34b0fc51u
+#define ORION_CALL_ID_orionLaunchKernel 0x132d8026u
+#define ORION_CALL_ID_orionMemcpy2DArrayDtoD 0x6251d2bfu
+#define ORION_CALL_ID_orionMemcpy2DDtoD 0x15dda324u
+#define ORION_CALL_ID_orionMemcpy2DDtoDAsync 0x77a5d3dau
+#define ORION_CALL_ID_orionMemcpy2DDtoH 0x1c6bef0fu
+#define ORION_CALL_ID_orionMemcpy2DFromArray 0x718ccb14u
+#define ORION_CALL_ID_orionMemcpy2DHtoD 0x5f0b1c9cu
+#define ORION_CALL_ID_orionMemcpy2DHtoDAsync 0x119120ceu
+#define ORION_CALL_ID_orionMemcpy2DToArray 0x1a7901b6u
+#define ORION_CALL_ID_orionMemcpyDtoD 0x3cdcb511u
+#define ORION_CALL_ID_orionMemcpyDtoDAsync 0x151181f8u
+#define ORION_CALL_ID_orionMemcpyDtoH 0x356af93au
+#define ORION_CALL_ID_orionMemcpyHtoD 0x760a0aa9u
+#define ORION_CALL_ID_orionMemcpyHtoDAsync 0x732572ecu
+#define ORION_CALL_ID_orionMemcpyShm 0x244cf257u
+#define ORION_CALL_ID_orionMemcpyShmAsync 0x3b696c3cu
+#define ORION_CALL_ID_orionModuleLoad 0x139d5c0bu
+#define ORION_CALL_ID_orionOccupancy 0x09554d88u
+#define ORION_CALL_ID_orionOccupancyAvailableSMem 0x4144dbaeu
+#define ORION_CALL_ID_orionPointerType 0x1cf6f31bu
+#define ORION_CALL_ID_orionShmAttach 0x22b4b8ffu
+#define ORION_CALL_ID_orionShmDetach 0x2ff9977eu
+#define ORION_CALL_ID_orionShmDevicePointer 0x411f0b22u
+#define ORION_CALL_ID_orionStreamBeginCapture 0x099a5e50u
+#define ORION_CALL_ID_orionStreamEndCapture 0x41e99549u
+#define ORION_CALL_ID_orionVarInfo 0x2654ffcau

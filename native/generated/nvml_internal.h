@@ -4,3 +4,5 @@
 #include <cuda_runtime_api.h>
 
 cudaError_t orionNvmlDeviceInfo(int device, void *info, size_t size);
+
+#define ORION_CALL_ID_orionNvmlDeviceInfo 0x28eb0033u

@@ -37,9 +37,8 @@ static int is_device(const void *ptr)
 #define STAGING_SLOT (4u << 20)
 #define PIPELINE_MIN (2u << 20)
 #define CHUNK_MIN (1u << 20)
-/* orionMemcpyShm(dst, src, count, kind, stream): its id and arguments as the generated
- * stub (native/generated/cudart_stubs.c) sends them */
-#define CALL_MEMCPY_SHM 0x244cf257u
+/* orionMemcpyShm(dst, src, count, kind, stream) is built here with its arguments in the
+ * order the generated stub (native/generated/cudart_stubs.c) sends them */
 
 typedef struct staging {
     orion_session *session;
@@ -102,7 +101,7 @@ static cudaError_t chunk_call(char *slot, char *device, size_t n, enum cudaMemcp
     orion_msg m;
     void *dst = kind == cudaMemcpyHostToDevice ? device : slot;
     const void *src = kind == cudaMemcpyHostToDevice ? (const void *)slot : device;
-    orion_begin(&m, CALL_MEMCPY_SHM, 0);
+    orion_begin(&m, ORION_CALL_ID_orionMemcpyShm, 0);
     orion_put(&m, &dst, sizeof dst);
     orion_put(&m, &src, sizeof src);
     orion_put(&m, &n, sizeof n);
@@ -174,9 +173,8 @@ static cudaError_t staged_copy(staging *st, void *dst, const void *src, size_t c
  * the caller's memory. Its bytes come back in the replies, so even the async form
  * returns once they are in (as CUDA's copies to pageable memory do). */
 #define WIRE_CHUNK (1u << 20)
-/* orionMemcpyDtoH(dst: out_buf, src, count, stream): its id and arguments as the
- * generated stub (native/generated/cudart_stubs.c) sends them */
-#define CALL_MEMCPY_DTOH 0x356af93au
+/* orionMemcpyDtoH(dst: out_buf, src, count, stream) is built here with its arguments in
+ * the order the generated stub (native/generated/cudart_stubs.c) sends them */
 
 typedef struct {
     char *dst;
@@ -191,7 +189,7 @@ static void dtoh_chunk(orion_msg *m, size_t i, void *ctx)
     size_t done = i * WIRE_CHUNK;
     size_t n = c->count - done < WIRE_CHUNK ? c->count - done : WIRE_CHUNK;
     const char *src = c->src + done;
-    orion_begin(m, CALL_MEMCPY_DTOH, 0);
+    orion_begin(m, ORION_CALL_ID_orionMemcpyDtoH, 0);
     orion_expect_buf(m, c->dst + done, n);
     orion_put(m, &src, sizeof src);
     orion_put(m, &n, sizeof n);

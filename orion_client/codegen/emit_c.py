@@ -142,10 +142,13 @@ def stubs(lib: Library, spec_name: str) -> str:
 
 
 def internal_header(lib: Library, spec_name: str) -> str:
-    """Prototypes of the internal wire calls, for hand-written client code."""
-    protos = [f"cudaError_t {f.name}({_signature(f)});" for f in lib.functions if f.internal]
+    """Prototypes and call ids of the internal wire calls, for hand-written client code
+    (which builds some of their messages itself, e.g. to keep several in flight)."""
+    internal = [f for f in lib.functions if f.internal]
+    protos = [f"cudaError_t {f.name}({_signature(f)});" for f in internal]
+    ids = [f"#define ORION_CALL_ID_{f.name} 0x{f.call_id:08x}u" for f in internal]
     return banner(lib, spec_name) + "#pragma once\n#include <cuda_runtime_api.h>\n\n" + \
-        "\n".join(protos) + "\n"
+        "\n".join(protos) + "\n\n" + "\n".join(ids) + "\n"
 
 
 def version_script(lib: Library, spec_name: str) -> str:
