@@ -134,10 +134,10 @@ def measure(spin: Path, shim_dir: Path, backend: str, seconds: float, workdir: P
     (baseline,) = scenario(spin, shim_dir, BASELINE[1], BASELINE[2], seconds, backend,
                            workdir)
     whole = alone_natively(spin, seconds) if backend == "cuda" else baseline
+    runs = [(BASELINE, [baseline])] + [
+        (s, scenario(spin, shim_dir, s[1], s[2], seconds, backend, workdir)) for s in scenarios]
     results = []
-    for name, ratios, level, expected in (BASELINE, *scenarios):
-        rates = (scenario(spin, shim_dir, ratios, level, seconds, backend, workdir)
-                 if (name, ratios, level, expected) != BASELINE else [baseline])
+    for (name, ratios, level, expected), rates in runs:
         base = sum(rates) if len(rates) > 1 else baseline
         shares = [r / base for r in rates]
         met = all(abs(s - e) <= TOLERANCE if e < 1 else s >= 1 - 2 * TOLERANCE

@@ -110,7 +110,7 @@ class LaunchPath:
                         or pos + record > size or tail + record > head):
                     break
                 if gate is not None:
-                    session._before_compute(device)
+                    session.before_compute(device)
                 try:
                     status = launch(function, gx, gy, gz, bx, by, bz, shared, stream,
                                     launch_flags, pos + ARGS, length, args_size)

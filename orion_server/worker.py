@@ -80,7 +80,7 @@ class Session:
             return [wire.pack_reply_header(B.cudaErrorInvalidValue, 0)]
         self.calls += 1
         if self.gate is not None and req.call_id in COMPUTE:
-            self._before_compute(req.device)
+            self.before_compute(req.device)
         status, payload, bulk_out = self._execute(req, head, [f.buffer for f in frames[1:]])
         if req.flags & wire.FLAG_ASYNC:
             if status and not self.pending_error:
@@ -98,7 +98,7 @@ class Session:
                     printed.append(text)
         return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
 
-    def _before_compute(self, device: int) -> None:
+    def before_compute(self, device: int) -> None:
         vgpus = self.backend.vgpus
         if 0 <= device < len(vgpus):     # a bad index is _execute's to report
             self.gate.before_compute(vgpus[device].gpu_index)

@@ -2,7 +2,9 @@
 host-memory backend (CI's stand-in for a GPU server; launches are recorded, not run)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,3 +66,23 @@ def shim_env(pool, shim_dir: Path, home: Path, **extra) -> dict:
                 "ORION_TEST_HOST_BACKEND": "1", "HOME": str(home)})
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+@contextlib.contextmanager
+def until_ready(args, env: dict):
+    """A program that says READY once it holds what it came for (e.g. `hold`): started
+    with `env`, yielded from then on, killed at the end whatever happened."""
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def holding(pool, shim_dir: Path, program_dir: Path, home: Path, seconds: int, **env):
+    """The `hold` program through the shim on the host backend (see until_ready)."""
+    return until_ready([programs.build("hold", program_dir), seconds],
+                       shim_env(pool, shim_dir, home, **env))

@@ -14,10 +14,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "orion.h"
+#include "spin.h"
 
 #define MAX_THREADS 8
 #define PART_MIN (512u << 10)        /* smaller parts are not worth a helper */
@@ -45,20 +45,6 @@ static struct {
           .lock = PTHREAD_MUTEX_INITIALIZER,
           .go = PTHREAD_COND_INITIALIZER};
 
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 static int claimable(uint64_t w)
 {
     return (w & 0xff) < ((w >> 8) & 0xff);
@@ -85,10 +71,10 @@ static void *helper(void *arg)
 {
     (void)arg;
     for (;;) {
-        long long spin_until = now_ns() + HELPER_SPIN_NS;
+        long long spin_until = orion_now_ns() + HELPER_SPIN_NS;
         int spins = 0;
         while (!claimable(__atomic_load_n(&pool.work, __ATOMIC_ACQUIRE))) {
-            if ((++spins & 63) == 0 && now_ns() > spin_until) {
+            if ((++spins & 63) == 0 && orion_now_ns() > spin_until) {
                 pthread_mutex_lock(&pool.lock);
                 pool.sleeping++;
                 while (!claimable(__atomic_load_n(&pool.work, __ATOMIC_ACQUIRE)))
@@ -97,7 +83,7 @@ static void *helper(void *arg)
                 pthread_mutex_unlock(&pool.lock);
                 break;
             }
-            cpu_relax();
+            orion_cpu_relax();
         }
         take_parts();
     }
@@ -168,6 +154,6 @@ void orion_memcpy_parallel(void *dst, const void *src, size_t n)
     pthread_mutex_unlock(&pool.lock);
     take_parts();     /* the caller's share: whatever the helpers have not claimed */
     while (__atomic_load_n(&pool.remaining, __ATOMIC_ACQUIRE) > 0)
-        cpu_relax();
+        orion_cpu_relax();
     pthread_mutex_unlock(&pool.busy);
 }

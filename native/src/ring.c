@@ -9,10 +9,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ring.h"
+#include "spin.h"
 
 #define RING_MAGIC 0x474E524Fu   /* "ORNG" little-endian */
 #define RING_VERSION 1
@@ -58,20 +58,6 @@ struct orion_ring {
     uint64_t head;               /* ours alone: h->head is its published copy */
     char name[64];
 };
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 static size_t align8(size_t n)
 {
@@ -184,10 +170,10 @@ int orion_ring_put(orion_ring *r, const orion_frame *frames, int n, unsigned fla
         return ORION_RING_TOO_BIG;
     size_t pos = r->head & (cap - 1);
     size_t pad = pos + size > cap ? cap - pos : 0;   /* a record never wraps */
-    long long deadline = now_ns() + timeout_us * 1000LL;
+    long long deadline = orion_now_ns() + timeout_us * 1000LL;
     while (r->head + pad + size - __atomic_load_n(&r->h->tail, __ATOMIC_ACQUIRE) > cap) {
         /* full: the worker is busy (it sleeps only on an empty ring), so poll */
-        if (now_ns() > deadline)
+        if (orion_now_ns() > deadline)
             return ORION_RING_BUSY;
         struct timespec pause = {0, 20000};
         nanosleep(&pause, NULL);
@@ -211,15 +197,15 @@ int orion_ring_wait_reply(orion_ring *r, uint64_t seq, int timeout_us)
 int orion_ring_wait_reply_busy(orion_ring *r, uint64_t seq, int timeout_us, long long busy_ns)
 {
     struct ring_header *h = r->h;
-    long long start = now_ns(), deadline = start + timeout_us * 1000LL;
+    long long start = orion_now_ns(), deadline = start + timeout_us * 1000LL;
     if (busy_ns > BUSY_MAX_NS)
         busy_ns = BUSY_MAX_NS;
     while (__atomic_load_n(&h->reply_seq, __ATOMIC_ACQUIRE) != seq) {
-        long long t = now_ns();
+        long long t = orion_now_ns();
         if (t >= deadline)
             return 0;
         if (t - start < SPIN_NS) {
-            cpu_relax();
+            orion_cpu_relax();
             continue;
         }
         if (t - start < busy_ns) {

@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <time.h>
 #include <zmq.h>
 
 #include "orion.h"
 #include "ring.h"
+#include "spin.h"
 
 #define HEADER_SIZE 24
 #define MAGIC 0x314E524Fu
@@ -210,13 +210,6 @@ cudaError_t orion_session_send(orion_session *s, orion_msg *m)
     return err;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 /* Skip the rest of a multipart message (a reply we cannot use). */
 static void discard_rest(void *sock)
 {
@@ -315,7 +308,7 @@ static int receive_reply(orion_session *s, orion_msg *m, uint64_t seq, cudaError
 static cudaError_t socket_wait(orion_session *s, orion_msg *m, uint64_t seq)
 {
     cudaError_t err = cudaSuccess;
-    long long started = now_ms();
+    long long started = orion_now_ns() / 1000000;
     for (;;) {
         zmq_pollitem_t items[] = {{s->sock, 0, ZMQ_POLLIN, 0}, {s->monitor, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, POLL_MS) < 0 && zmq_errno() != EINTR)
@@ -323,7 +316,7 @@ static cudaError_t socket_wait(orion_session *s, orion_msg *m, uint64_t seq)
         if ((items[0].revents & ZMQ_POLLIN) && receive_reply(s, m, seq, &err))
             return err;
         drain_monitor(s);
-        if (s->dead || (!s->connected && now_ms() - started > CONNECT_TIMEOUT_MS)) {
+        if (s->dead || (!s->connected && orion_now_ns() / 1000000 - started > CONNECT_TIMEOUT_MS)) {
             if (!s->dead)
                 ORION_ERROR("worker %s did not accept the connection", s->address);
             s->dead = 1;

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import programs
+from conftest import programs, until_ready
 from test_nvml_gpu import orion_env
 from test_shim_gpu import gpu_pool  # noqa: F401  (the module's pool fixture)
 
@@ -48,19 +48,13 @@ def test_a_faulting_session_leaves_its_neighbour_unharmed(gpu_pool, shim_dir, pr
                                                           tmp_path):
     hold = programs.build("hold", program_dir)
     faulty = programs.build("sticky_error", program_dir)
-    neighbour = subprocess.Popen([str(hold), "6"], stdout=subprocess.PIPE, text=True,
-                                 env=orion_env(gpu_pool, shim_dir, tmp_path / "a",
-                                               ORION_VGPU=1))
-    try:
-        assert neighbour.stdout.readline().strip() == "READY"
+    with until_ready([hold, 6], orion_env(gpu_pool, shim_dir, tmp_path / "a",
+                                          ORION_VGPU=1)) as neighbour:
         fault = subprocess.run([str(faulty)], capture_output=True, text=True, timeout=120,
                                env=orion_env(gpu_pool, shim_dir, tmp_path / "b",
                                              ORION_VGPU=1))
         assert programs.passed(fault, "sticky_error"), fault.stdout + fault.stderr
         rest = neighbour.communicate(timeout=60)[0]
-    finally:
-        neighbour.kill()
-        neighbour.wait()
     assert neighbour.returncode == 0 and "PASS hold" in rest, rest
 
 

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import programs
+from conftest import programs, until_ready
 from test_shim_gpu import gpu_pool  # noqa: F401  (the module's pool fixture)
 
 pytestmark = pytest.mark.gpu
@@ -73,11 +73,9 @@ def test_pynvml_sees_two_vgpus_of_4096_mib(gpu_pool, shim_dir, tmp_path):
 def test_orion_nv_smi_shows_a_running_program_in_nvidia_smi_columns(
         gpu_pool, shim_dir, program_dir, tmp_path):
     hold = programs.build("hold", program_dir)
-    proc = subprocess.Popen([str(hold), "120"], stdout=subprocess.PIPE, text=True,
-                            env=orion_env(gpu_pool, shim_dir, tmp_path, ORION_VGPU=2,
-                                          ORION_GMEM=4096, ORION_CLIENT_ID="alice"))
-    try:
-        assert proc.stdout.readline().strip() == "READY"
+    with until_ready([hold, 120], orion_env(gpu_pool, shim_dir, tmp_path, ORION_VGPU=2,
+                                            ORION_GMEM=4096,
+                                            ORION_CLIENT_ID="alice")) as proc:
         env = orion_env(gpu_pool, shim_dir, tmp_path, ORION_CLIENT_ID="alice")
         env.pop("LD_LIBRARY_PATH")
         ours = subprocess.run([sys.executable, "-m", "orion_client.nvsmi",
@@ -87,9 +85,6 @@ def test_orion_nv_smi_shows_a_running_program_in_nvidia_smi_columns(
                               capture_output=True, text=True, timeout=60)
         table = subprocess.run([sys.executable, "-m", "orion_client.nvsmi"], env=env,
                                capture_output=True, text=True, timeout=60).stdout
-    finally:
-        proc.kill()
-        proc.wait()
     assert ours.returncode == 0, ours.stderr
     header, *rows = ours.stdout.splitlines()
     assert header == real.stdout.splitlines()[0] and len(rows) == 2

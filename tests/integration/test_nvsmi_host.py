@@ -3,14 +3,13 @@ user holds (a running program's), else what a new run would get, in nvidia-smi's
 formats; and standing in for nvidia-smi on PATH."""
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import programs, shim_env
+from conftest import holding
 
 QUERY = ("index,name,uuid,memory.total,memory.used,memory.free,utilization.gpu,"
          "temperature.gpu,power.draw,driver_version")
@@ -26,24 +25,15 @@ def nvsmi(pool, home, *args, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-@contextlib.contextmanager
-def holding(pool, shim_dir, program_dir, home):
+def alice_holding(pool, shim_dir, program_dir, home):
     """alice's program holding two vGPUs of 2048 MiB (64 MiB allocated on the first)."""
-    path = programs.build("hold", program_dir)
-    proc = subprocess.Popen([str(path), "600"], stdout=subprocess.PIPE, text=True,
-                            env=shim_env(pool, shim_dir, home, ORION_VGPU=2,
-                                         ORION_GMEM=2048, ORION_CLIENT_ID="alice"))
-    try:
-        assert proc.stdout.readline().strip() == "READY"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
+    return holding(pool, shim_dir, program_dir, home, 600, ORION_VGPU=2, ORION_GMEM=2048,
+                   ORION_CLIENT_ID="alice")
 
 
 @pytest.fixture
 def held(host_pool, shim_dir, program_dir, tmp_path):
-    with holding(host_pool, shim_dir, program_dir, tmp_path) as proc:
+    with alice_holding(host_pool, shim_dir, program_dir, tmp_path) as proc:
         yield proc
 
 
@@ -91,7 +81,7 @@ def test_nothing_held_shows_what_a_new_run_would_get(host_pool, held, tmp_path):
 def test_vgpus_sharing_a_gpu_have_their_own_uuids(one_gpu_pool, shim_dir, program_dir,
                                                   tmp_path):
     physical = one_gpu_pool.status()["nodes"][0]["gpus"][0]["uuid"]
-    with holding(one_gpu_pool, shim_dir, program_dir, tmp_path):
+    with alice_holding(one_gpu_pool, shim_dir, program_dir, tmp_path):
         rows = nvsmi(one_gpu_pool, tmp_path, "--query-gpu=index,uuid", "--format=csv,noheader",
                      ORION_CLIENT_ID="alice").stdout.splitlines()
         uuids = [row.split(", ")[1] for row in rows]

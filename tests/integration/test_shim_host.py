@@ -4,7 +4,6 @@ recorded instead of run (there is no GPU), so the programs skip kernel-result ch
 and these tests check the recorded launches' argument bytes instead."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import programs, shim_env
+from conftest import holding, programs, shim_env
 from orion_controller.client import ControlClient
 
 HOST_INVOCATIONS = programs.all_invocations()
@@ -113,21 +112,6 @@ def test_bad_settings_are_reported(host_pool, shim_dir, program_dir, tmp_path):
     proc = run(host_pool, shim_dir, program_dir, tmp_path, "device_props", ORION_VGPU="two")
     assert proc.returncode != 0
     assert "ORION_VGPU=two is not a whole number" in client_log(tmp_path)
-
-
-@contextlib.contextmanager
-def holding(pool, shim_dir, program_dir, home, seconds: int):
-    """The `hold` program through the shim, once it has its vGPU and memory; killed at
-    the end whatever happened."""
-    path = programs.build("hold", program_dir)
-    proc = subprocess.Popen([str(path), str(seconds)], env=shim_env(pool, shim_dir, home),
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "READY"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def server_sessions(pool) -> list:

@@ -265,7 +265,7 @@ def test_launches_wait_for_the_compute_gate(pair):
     session = Session(LaunchBackend())
     turns = []
     session.gate = SimpleNamespace(idle_timeout=lambda default: default)
-    session._before_compute = turns.append
+    session.before_compute = turns.append
     serve_all(session, worker)
     assert turns == [0, 0, 0] and len(session.backend.done) == 3
 
@@ -279,7 +279,7 @@ def test_after_a_run_the_wait_is_the_sessions_idle_timeout(pair):
     session = Session(LaunchBackend())
     turn = []
     session.gate = object()
-    session._before_compute = turn.append
+    session.before_compute = turn.append
     session.wait_s = lambda default: 0.01 if turn else default
     launch_path.attach(session, worker, STICKY_ERRORS)
     started = time.monotonic()
