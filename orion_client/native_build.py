@@ -1,10 +1,11 @@
-"""Build the client shims: `python -m orion_client.native_build [--out DIR]`.
+"""Build the native libraries: `python -m orion_client.native_build [--out DIR]`.
 
-Compiles native/src and native/generated into libcudart.so.13 and libnvidia-ml.so.1
-under orion_client/lib (where the wheel and `orion run` find them) and places beside
-them, like a wheel repair tool would, the libraries they need at run time that a GPU
-host may lack: the libzmq (with its libsodium) that pyzmq ships under a private, hashed
-name, and libcjson. The shims' rpath is $ORIGIN, so LD_LIBRARY_PATH needs only that one
+Compiles native/src and native/generated into the client shims libcudart.so.13 and
+libnvidia-ml.so.1 under orion_client/lib (where the wheel and `orion run` find them),
+and native/worker into the server worker's liborion_worker.so under orion_server/lib.
+Places beside the shims, like a wheel repair tool would, the libraries they need at run
+time that a GPU host may lack: the libzmq (with its libsodium) that pyzmq ships under a
+private, hashed name, and libcjson. The shims' rpath is $ORIGIN, so LD_LIBRARY_PATH needs only that one
 directory.
 
 The NVML shim is only its own objects (native/src/nvml, nvml_stubs.c): the client
@@ -33,6 +34,7 @@ PRIVATE_VERSION = "ORION_PRIVATE"
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "native"
 LIB_DIR = Path(__file__).resolve().parent / "lib"
+WORKER_LIB = ROOT / "orion_server" / "lib" / "liborion_worker.so"
 CFLAGS = ["-O2", "-g", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Wno-deprecated-declarations", "-std=gnu11"]
 
@@ -127,7 +129,17 @@ def build(out_dir: Path = LIB_DIR) -> Path:
             f"-Wl,--version-script={generated / 'libnvml.map'}",
             "-Wl,-soname,libnvidia-ml.so.1", "-Wl,-rpath,$ORIGIN", "-Wl,--no-undefined",
             str(cudart), "-lpthread"])
+    build_worker()
     return cudart
+
+
+def build_worker(target: Path = WORKER_LIB) -> Path:
+    """The worker's native loops (no CUDA headers: the driver comes as a function pointer)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="orion-native-") as tmp:
+        objects = _compile(sorted((NATIVE / "worker").glob("*.c")), [], Path(tmp))
+        _link(target, objects, ["-Wl,--no-undefined"])
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

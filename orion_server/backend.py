@@ -33,7 +33,6 @@ SNAPSHOT_VERSION = 1
 SNAPSHOT_ATTRS = 256
 _SNAPSHOT = struct.Struct(f"<II256s16sQ{SNAPSHOT_ATTRS}i")
 SNAPSHOT_SIZE = _SNAPSHOT.size
-_DIM3 = struct.Struct("<III")
 
 
 def pack_snapshot(name: str, uuid: str, total_mem: int, attrs: dict[int, int]) -> bytes:
@@ -84,24 +83,27 @@ class Backend:
     def close(self) -> None:
         """Free everything the session holds; called once when the client goes away."""
 
-    def ring_launcher(self, request: memoryview, address: int):
-        """For launches straight from a call ring (orion_server/launch_path.py): a
-        function `launch(function, gx, gy, gz, bx, by, bz, shared, stream, flags, offset,
-        length, size)` that launches with the `length` argument bytes at `offset` of
-        `request` (at `address + offset` in this process) and returns the status; or
-        None, having done nothing, to leave the launch to the generic path (which then
-        answers with its own checks and errors). It may raise CudaError as handlers do.
-        None: this backend launches through its handler only. This one calls the handler."""
-        handler = getattr(self, "orionLaunchKernel", None)
-        if handler is None:
+    def launch_function(self) -> int | None:
+        """For launches straight from a call ring (orion_server/launch_path.py): the
+        address of a C function with cuLaunchKernel's signature that launches on this
+        backend (the argument bytes as CU_LAUNCH_PARAM_BUFFER_POINTER in `extra`), or
+        None: launches take the generic path. This one calls `orionLaunchKernel`, so a
+        backend's checks and errors hold for both paths."""
+        if getattr(self, "orionLaunchKernel", None) is None:
             return None
-        pack = _DIM3.pack
+        if getattr(self, "_handler_launch", None) is None:
+            from .launch_path import handler_launch
+            self._handler_launch = handler_launch(self.orionLaunchKernel)
+        return self._handler_launch.address
 
-        def launch(function, gx, gy, gz, bx, by, bz, shared, stream, flags, offset, length,
-                   size):
-            return handler(function, pack(gx, gy, gz), pack(bx, by, bz), shared, stream,
-                           flags, request[offset:offset + length], size)[0]
-        return launch
+    def launch_args_size(self, function: int) -> int | None:
+        """The argument bytes kernel `function` of this session takes; None when it is
+        not one (the generic path answers its launches)."""
+        return None
+
+    def launch_stream_known(self, stream: int) -> bool:
+        """Whether kernels may be launched on `stream` (the session's, or a special one)."""
+        return False
 
     def drain(self, gpu_index: int) -> None:
         """Return once the session's work on physical GPU `gpu_index` has finished (the

@@ -10,6 +10,7 @@ Copies are not gated: they use the copy engines, not the GPU's SMs.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Callable
 
@@ -38,14 +39,15 @@ class ComputeGate:
         self.sock.connect(address)
         self.unthrottled = False
 
-    def before_compute(self, gpu: int) -> None:
+    def before_compute(self, gpu: int) -> float:
+        """Wait for a turn on `gpu` if the session has none; when it ends (monotonic
+        time; inf where the session is not throttled)."""
         if gpu not in self.shares or self.unthrottled:
-            return
+            return math.inf
         turn = self.turns.get(gpu)
-        if turn is not None:
-            if time.monotonic() < turn[1] or self._renewed(gpu):
-                return
-        self._begin(gpu)
+        if turn is None or not (time.monotonic() < turn[1] or self._renewed(gpu)):
+            self._begin(gpu)
+        return self.turns[gpu][1]
 
     def idle_timeout(self, default: float) -> float:
         """How long the worker may wait for the next call before calling `on_idle`."""

@@ -18,8 +18,8 @@ Frames handed out by `next_request` are views into the ring, valid until `finish
 handlers keep no frame past their return (the ZeroMQ path frees them then too).
 
 `fast`, when set, sees the records first: it takes a run of records it knows (kernel
-launches: orion_server/launch_path.py) without the generic frame slicing and decoding,
-and leaves the first one it does not know to `next_request`.
+launches: orion_server/launch_path.py, a loop in C) without the generic frame slicing
+and decoding, and leaves the first one it does not know to `next_request`.
 """
 from __future__ import annotations
 
@@ -52,7 +52,6 @@ _HEADS = [struct.Struct(f"<IHH{n}I") for n in range(MAX_FRAMES + 1)]   # record 
 _OFFER = struct.Struct("<I")       # the offer's argument: u32 length, then the name
 # indexes into the header as u64 and u32 words
 _HEAD, _TAIL, _REPLY_SEQ = 64 // 8, 128 // 8, 136 // 8
-HEAD, TAIL = _HEAD, _TAIL          # for `fast` (CallRing.control[HEAD])
 _CLIENT_SLEEPING, _WORKER_SLEEPING = 72 // 4, 144 // 4
 
 _SYS_FUTEX, _FUTEX_WAIT, _FUTEX_WAKE = 202, 0, 1   # x86-64; shared, so not PRIVATE
@@ -118,13 +117,14 @@ class CallRing:
                        ctypes.c_char.from_buffer(self._map, HEADER_SIZE))
         self._client_word = ctypes.addressof(self._words[0])
         self._worker_word = ctypes.addressof(self._words[1])
-        # for `fast`: the request ring, its address in this process, the u64 header words
-        self.request, self.control = self._request, self._ctl64
+        # for `fast`: where the header and the request ring lie in this process
         self.request_address = ctypes.addressof(self._words[2])
+        self.header_address = self.request_address - HEADER_SIZE
+        self.request_words = self._request.cast("Q")
         # fast(tail, head) -> the new tail: takes the records from `tail` on that it
         # knows (all of them published: `head`), stopping at the first it does not
-        # know; publishes `tail` in the header itself (CallRing.control[TAIL]) as it
-        # goes, so a long run does not keep a waiting client from the room.
+        # know; publishes the tail in the header itself as it goes, so a long run does
+        # not keep a waiting client from the room.
         # fast.timeout(timeout_s) -> how long to wait for the next request after a run
         # (the session's idle timeout may have changed with it)
         self.fast = None
@@ -246,7 +246,8 @@ class CallRing:
             for frame in frames:
                 frame.buffer = None
         del self._words
-        self.fast = self.request = self.control = None
-        for view in (self._ctl64, self._ctl32, self._request, self._reply):
+        self.fast = None
+        for view in (self.request_words, self._ctl64, self._ctl32, self._request,
+                     self._reply):
             view.release()
         self._map.close()

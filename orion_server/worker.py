@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import struct
 import sys
 import time
@@ -69,6 +70,7 @@ class Session:
         self.sticky_error = 0
         self.calls = 0
         self.gate: ComputeGate | None = None    # set when the session's compute is shared
+        self.handles_version = 0   # changes when launch handles may have ended (launch_path)
 
     def handle(self, frames: list) -> list | None:
         """Frames of one request -> frames of its reply (None for async calls)."""
@@ -79,6 +81,8 @@ class Session:
             log.warning("dropped malformed request: %s", e)
             return [wire.pack_reply_header(B.cudaErrorInvalidValue, 0)]
         self.calls += 1
+        if req.call_id in launch_path.FORGETS_HANDLES:
+            self.handles_version += 1
         if self.gate is not None and req.call_id in COMPUTE:
             self.before_compute(req.device)
         status, payload, bulk_out = self._execute(req, head, [f.buffer for f in frames[1:]])
@@ -98,10 +102,12 @@ class Session:
                     printed.append(text)
         return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
 
-    def before_compute(self, device: int) -> None:
+    def before_compute(self, device: int) -> float:
+        """A compute turn on vGPU `device`'s GPU; when it ends (ComputeGate.before_compute)."""
         vgpus = self.backend.vgpus
-        if 0 <= device < len(vgpus):     # a bad index is _execute's to report
-            self.gate.before_compute(vgpus[device].gpu_index)
+        if not 0 <= device < len(vgpus):     # a bad index is _execute's to report
+            return math.inf
+        return self.gate.before_compute(vgpus[device].gpu_index)
 
     def wait_s(self, default: float) -> float:
         """How long to wait for the next request before calling `idle`."""

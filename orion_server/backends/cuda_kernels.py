@@ -8,7 +8,7 @@ from cuda.bindings import driver as drv
 from cuda.bindings import runtime as rt
 
 from .. import backend as B
-from . import cuda_launch, fatbin
+from . import fatbin
 from .cuda_common import DIM3, FUNC_ATTR_ORDER, FUNC_ATTRS, SPECIAL_STREAMS, status
 
 
@@ -103,29 +103,16 @@ class KernelCalls:
                                                pointers.ctypes.data if len(offsets) else 0)
         return (status(err),)
 
-    def ring_launcher(self, request, address: int):
-        """Launches from a call ring (Backend.ring_launcher): the checks of
-        orionLaunchKernel, then cuLaunchKernel through cffi with the argument bytes where
-        they lie in the ring. What fails a check goes to orionLaunchKernel, which answers
-        it with its error."""
-        functions, streams, special = self.functions, self.streams, frozenset(SPECIAL_STREAMS)
-        cu_launch_kernel = self.launcher.cu_launch_kernel
-        extra, size_word, null = self.launcher.extra, self.launcher.size, cuda_launch.NULL
+    def launch_function(self) -> int:
+        """The driver's cuLaunchKernel itself (launch_path.py's loop calls it)."""
+        return self.launcher.address
 
-        def launch(function, gx, gy, gz, bx, by, bz, shared, stream, flags, offset, length,
-                   size):
-            entry = functions.get(function)
-            if (entry is None or length != size or length != entry[2] or flags & 1
-                    or shared > 0xFFFFFFFF or (stream not in streams and stream not in special)):
-                return None
-            if not length:
-                return cu_launch_kernel(function, gx, gy, gz, bx, by, bz, shared, stream, null,
-                                        null)
-            extra[1] = address + offset    # the driver copies the bytes before returning
-            size_word[0] = length
-            return cu_launch_kernel(function, gx, gy, gz, bx, by, bz, shared, stream, null,
-                                    extra)
-        return launch
+    def launch_args_size(self, function: int):
+        entry = self.functions.get(function)
+        return None if entry is None else entry[2]
+
+    def launch_stream_known(self, stream: int) -> bool:
+        return stream in self.streams or stream in SPECIAL_STREAMS
 
     def orionFuncGetAttributes(self, function: int):
         entry = self.functions.get(function)

@@ -28,6 +28,7 @@ class Launcher:
     def __init__(self, library: str = "libcuda.so.1"):
         self._lib = _ffi.dlopen(library)      # another library: the tests' stub driver
         self.cu_launch_kernel = self._lib.cuLaunchKernel
+        self.address = int(_ffi.cast("uintptr_t", self.cu_launch_kernel))
         self.size = _ffi.new("size_t *")
         # {BUFFER_POINTER, <args>, BUFFER_SIZE, &size, END}, reused by every launch:
         # a launch stores its argument bytes' address in extra[1], their length in size[0]

@@ -120,6 +120,19 @@ class KernelCalls:
         self._submit(self._stream(stream), NODE_KERNEL, launch)
         return (0,)
 
+    def launch_args_size(self, function):
+        try:
+            return self._function(function)[1].param_end
+        except CudaError:
+            return None
+
+    def launch_stream_known(self, stream):
+        try:
+            self._stream(stream)
+            return True
+        except CudaError:
+            return False
+
     def orionFuncGetAttributes(self, function):
         code, kernel = self._function(function)
         attrs = self.function_attrs[function]

@@ -1,13 +1,18 @@
-"""The launch fast path (orion_server/launch_path.py): launch records from the call ring
-straight to the backend, everything else (and every launch it does not know) through
+"""The launch fast path (orion_server/launch_path.py and its C loop,
+native/worker/launch_loop.c): launch records from the call ring straight to the
+backend's launch function, everything else (and every launch it does not know) through
 Session.handle, with the same order, errors and checks."""
 from __future__ import annotations
 
 import ctypes
 import logging
+import math
+import mmap
+import os
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ID = {c.name: i for i, c in CALLS.items()}
 LAUNCH = struct.Struct("<Q12s12sQQIQQ")    # as native/generated/cudart_stubs.c packs it
 DIM3 = struct.Struct("<III")
-FUNC, OTHER_FUNC, FAILING, STICKY, GENERIC_ONLY = 0xF00, 0xF01, 0xBAD, 0x5717, 0x6E0
+FUNC, OTHER_FUNC, NO_PARAMS, FAILING, STICKY, GENERIC_ONLY = (
+    0xF00, 0xF01, 0xF02, 0xBAD, 0x5717, 0x6E0)
 STREAM = 0x5000
+# the argument bytes each kernel of LaunchBackend takes (GENERIC_ONLY: the backend does
+# not tell the loop, so its launches take the generic path)
+ARGS_SIZE = {FUNC: 8, OTHER_FUNC: 52, NO_PARAMS: 0, FAILING: 8, STICKY: 8}
 
 
 class CFrame(ctypes.Structure):
@@ -94,12 +103,18 @@ class LaunchBackend(B.Backend):
         super().__init__([B.VGpu(i, 0, 1 << 30, 100) for i in range(vgpus)])
         self.done = []
 
+    def launch_args_size(self, function):
+        return ARGS_SIZE.get(function)
+
+    def launch_stream_known(self, stream):
+        return stream in (STREAM, 0, 1, 2)
+
     def orionLaunchKernel(self, function, grid, block, shared, stream, flags, args, size):
         if function == FAILING:
             raise B.CudaError(B.cudaErrorInvalidResourceHandle, "no such kernel")
         if function == STICKY:
             return (700,)
-        if len(args) != size:
+        if len(args) != size or size != ARGS_SIZE.get(function, size):
             return (B.cudaErrorInvalidValue,)
         self.done.append(("launch", self.device, function, DIM3.unpack(grid),
                           DIM3.unpack(block), shared, stream, flags, bytes(args)))
@@ -109,17 +124,9 @@ class LaunchBackend(B.Backend):
         self.done.append(("sync", stream))
         return (0,)
 
-
-class PickyBackend(LaunchBackend):
-    """Its ring launcher leaves GENERIC_ONLY to the generic path, as the GPU backend does
-    with what fails its checks."""
-
-    def ring_launcher(self, request, address):
-        launch = super().ring_launcher(request, address)
-
-        def picky(function, *rest):
-            return None if function == GENERIC_ONLY else launch(function, *rest)
-        return picky
+    def cudaStreamDestroy(self, stream):
+        self.done.append(("destroy", stream))
+        return (0,)
 
 
 @pytest.fixture
@@ -153,10 +160,10 @@ def sync(client):
 def test_launches_skip_session_handle_and_keep_their_order(pair):
     client, worker = pair
     for i in range(200):
-        client.launch(args=struct.pack("<Qi", 0x1000 + i, i), grid=(i + 1, 2, 3),
+        client.launch(args=struct.pack("<Q", 0x1000 + i), grid=(i + 1, 2, 3),
                       block=(64, 2, 1), shared=i * 8, stream=(STREAM, 0, 2)[i % 3])
     sync(client)
-    client.launch(args=b"")                          # a kernel without parameters
+    client.launch(function=NO_PARAMS)                # a kernel without parameters
     client.launch(function=OTHER_FUNC, args=b"\x01" * 52)
     session = Session(LaunchBackend())
     replies, generic = serve_all(session, worker)
@@ -164,12 +171,36 @@ def test_launches_skip_session_handle_and_keep_their_order(pair):
     assert session.calls == 203 and not session.pending_error
     done = session.backend.done
     assert done[:2] == [
-        ("launch", 0, FUNC, (1, 2, 3), (64, 2, 1), 0, STREAM, 0, struct.pack("<Qi", 0x1000, 0)),
-        ("launch", 0, FUNC, (2, 2, 3), (64, 2, 1), 8, 0, 0, struct.pack("<Qi", 0x1001, 1))]
+        ("launch", 0, FUNC, (1, 2, 3), (64, 2, 1), 0, STREAM, 0, struct.pack("<Q", 0x1000)),
+        ("launch", 0, FUNC, (2, 2, 3), (64, 2, 1), 8, 0, 0, struct.pack("<Q", 0x1001))]
+    assert done[199] == ("launch", 0, FUNC, (200, 2, 3), (64, 2, 1), 199 * 8, 0, 0,
+                         struct.pack("<Q", 0x1000 + 199))
     assert done[200] == ("sync", STREAM)
-    assert done[201:] == [("launch", 0, FUNC, (1, 1, 1), (32, 1, 1), 0, STREAM, 0, b""),
+    assert done[201:] == [("launch", 0, NO_PARAMS, (1, 1, 1), (32, 1, 1), 0, STREAM, 0, b""),
                           ("launch", 0, OTHER_FUNC, (1, 1, 1), (32, 1, 1), 0, STREAM, 0,
                            b"\x01" * 52)]
+
+
+def test_a_destroyed_stream_is_asked_about_again(pair):
+    """The loop remembers the backend's answers until a stream is destroyed."""
+    client, worker = pair
+    asked = []
+
+    class Asked(LaunchBackend):
+        def launch_stream_known(self, stream):
+            asked.append(stream)
+            return stream == STREAM and not any(d[0] == "destroy" for d in self.done)
+
+    client.launch(args=b"a" * 8)
+    client.launch(args=b"b" * 8)
+    client.call("cudaStreamDestroy", struct.pack("<Q", STREAM))
+    client.launch(args=b"c" * 8)                 # the generic path answers: destroyed
+    session = Session(Asked())
+    replies, generic = serve_all(session, worker)
+    assert asked == [STREAM, STREAM]
+    assert generic == ["cudaStreamDestroy", "orionLaunchKernel"]
+    assert [d[-1] for d in session.backend.done if d[0] == "launch"] == [b"a" * 8, b"b" * 8,
+                                                                        b"c" * 8]
 
 
 @pytest.fixture
@@ -195,9 +226,10 @@ def test_the_fast_path_does_what_the_generic_path_does(ring_lib, no_log_records)
         client.launch(args=b"g" * 8, device=1)
         client.launch(function=GENERIC_ONLY, args=b"h" * 8, device=1)
         client.launch(args=b"i" * 8)
+        client.launch(args=b"j" * 8, flags=2)                 # launch flags
         sync(client)
-        client.launch(function=STICKY, args=b"j" * 8)         # 700 poisons the session
-        client.launch(args=b"k" * 8)                          # not run
+        client.launch(function=STICKY, args=b"k" * 8)         # 700 poisons the session
+        client.launch(args=b"l" * 8)                          # not run
         sync(client)
         sync(client)
 
@@ -207,7 +239,7 @@ def test_the_fast_path_does_what_the_generic_path_does(ring_lib, no_log_records)
         worker = ring.CallRing(client.name)
         try:
             requests(client)
-            session = Session(PickyBackend(vgpus=2))
+            session = Session(LaunchBackend(vgpus=2))
             replies, generic = serve_all(session, worker, fast)
             results.append((replies, session.backend.done, session.calls, generic))
         finally:
@@ -215,14 +247,15 @@ def test_the_fast_path_does_what_the_generic_path_does(ring_lib, no_log_records)
             client.close()
     (replies, done, calls, generic), (replies_slow, done_slow, calls_slow, _) = results
     assert (replies, done, calls) == (replies_slow, done_slow, calls_slow)
-    assert replies == [(400, 5), (0, 6), (0, 11), (700, 14), (700, 15)]
+    assert replies == [(400, 5), (0, 6), (0, 12), (700, 15), (700, 16)]
     assert [d[-1] for d in done if d[0] == "launch"] == [b"a" * 8, b"e" * 8, b"f" * 8,
-                                                           b"g" * 8, b"h" * 8, b"i" * 8]
+                                                           b"g" * 8, b"h" * 8, b"i" * 8,
+                                                           b"j" * 8]
     # through Session.handle: what the fast path does not take, and nothing else
     L, S = "orionLaunchKernel", "cudaStreamSynchronize"
-    assert generic == [L, S,       # the malformed launch
+    assert generic == [L, L, S,    # the malformed launch, the refused one
                        L, L,       # the synchronous one, the first on vGPU 1 (switches)
-                       L, L,       # GENERIC_ONLY, the first back on vGPU 0
+                       L, L, L,    # GENERIC_ONLY, the first back on vGPU 0, the flags
                        S, L,       # the launch after the sticky error
                        S, S]
 
@@ -258,60 +291,94 @@ def test_the_worker_serve_loop_takes_the_fast_path(ring_lib, monkeypatch):
         client.close()
 
 
+def gated(session, ends):
+    """A session whose compute turns end at `ends(turns so far)`; the turns taken."""
+    turns = []
+    session.gate = SimpleNamespace(idle_timeout=lambda default: default)
+    session.before_compute = lambda device: turns.append(device) or ends(len(turns))
+    return turns
+
+
 def test_launches_wait_for_the_compute_gate(pair):
     client, worker = pair
     for _ in range(3):
         client.launch(args=b"x" * 8)
     session = Session(LaunchBackend())
-    turns = []
-    session.gate = SimpleNamespace(idle_timeout=lambda default: default)
-    session.before_compute = turns.append
+    turns = gated(session, lambda n: 0.0)          # each turn over at once: one per launch
     serve_all(session, worker)
     assert turns == [0, 0, 0] and len(session.backend.done) == 3
+
+
+def test_a_turn_lasts_until_its_end(pair):
+    client, worker = pair
+    for _ in range(50):
+        client.launch(args=b"x" * 8)
+    session = Session(LaunchBackend())
+    turns = gated(session, lambda n: time.monotonic() + 3600 if n == 1 else math.inf)
+    serve_all(session, worker)
+    assert turns == [0] and len(session.backend.done) == 50
+    for _ in range(5):
+        client.launch(args=b"x" * 8)
+    serve_all(session, worker)                    # a new run asks for a turn again
+    assert turns == [0, 0] and len(session.backend.done) == 55
 
 
 def test_after_a_run_the_wait_is_the_sessions_idle_timeout(pair):
     """A compute turn taken during a run shortens the wait for the next request (the
     turn goes back when the client stays idle), as _serve_ring's next wait_s would."""
-    import time
     client, worker = pair
     client.launch(args=b"x" * 8)
     session = Session(LaunchBackend())
-    turn = []
-    session.gate = object()
-    session.before_compute = turn.append
-    session.wait_s = lambda default: 0.01 if turn else default
+    turns = gated(session, lambda n: math.inf)
+    session.wait_s = lambda default: 0.01 if turns else default
     launch_path.attach(session, worker, STICKY_ERRORS)
     started = time.monotonic()
     assert worker.next_request(30.0) is None
-    assert time.monotonic() - started < 5 and turn == [0]
+    assert time.monotonic() - started < 5 and turns == [0]
+
+
+def ring_memory(worker):
+    """The ring's shared memory, as the client maps it."""
+    fd = os.open("/dev/shm" + worker.name, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def published_tail(memory) -> int:
+    return struct.unpack_from("<Q", memory, 128)[0]
 
 
 def test_a_run_gives_the_room_back_as_it_goes(pair):
     """A long run of launches publishes the ring's tail every PUBLISH_EVERY launches: a
     client waiting for room need not wait for the whole run."""
     client, worker = pair
+    memory = ring_memory(worker)
     tails = []
 
     class Watching(LaunchBackend):
         def orionLaunchKernel(self, *args):
-            tails.append(worker.control[ring.TAIL])
+            tails.append(published_tail(memory))
             return super().orionLaunchKernel(*args)
 
     for _ in range(100):
         client.launch(args=b"x" * 8)
     serve_all(Session(Watching()), worker)
     record = launch_path.ARGS + 8
-    assert tails[launch_path.PUBLISH_EVERY] == launch_path.PUBLISH_EVERY * record
-    assert worker.control[ring.TAIL] == worker.control[ring.HEAD] == 100 * record
+    assert tails[32] == 32 * record and tails[31] == 0
+    assert published_tail(memory) == struct.unpack_from("<Q", memory, 64)[0] == 100 * record
+    memory.close()
 
 
 def test_broken_launch_records_still_end_the_ring(pair):
     client, worker = pair
     client.launch(args=b"x" * 8)
     client.launch(args=b"y" * 8)
-    second = launch_path.ARGS + 8
-    worker.request[second + 4:second + 6] = struct.pack("<H", 200)   # too many frames
+    second = ring.HEADER_SIZE + launch_path.ARGS + 8
+    memory = ring_memory(worker)
+    memory[second + 4:second + 6] = struct.pack("<H", 200)   # too many frames
+    memory.close()
     session = Session(LaunchBackend())
     launch_path.attach(session, worker, STICKY_ERRORS)
     with pytest.raises(ring.RingError):
@@ -321,9 +388,11 @@ def test_broken_launch_records_still_end_the_ring(pair):
 
 def test_the_record_layout_is_what_the_shim_sends():
     """One struct reads a launch record: the ring's record header and frame lengths, the
-    request header and the arguments, as the generated stub packs them."""
+    request header and the arguments, as the generated stub packs them; the C loop's
+    record is the same size."""
     assert launch_path.FRAME0 == wire.HEADER_SIZE + LAUNCH.size == 92
     assert launch_path.ARGS == 16 + 96 and launch_path.RECORD.size == 16 + 92
+    assert launch_path._load().orion_launch_record_size() == launch_path.RECORD.size
 
 
 # ---- the GPU backend's ring launcher, on a stub driver ----
@@ -374,52 +443,56 @@ def last_launch(lib):
             ctypes.string_at(ctypes.addressof(ctypes.c_ubyte.in_dll(lib, "last_args")), size))
 
 
-def test_gpu_ring_launcher_checks_then_calls_the_driver(driver):
+def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
+    """The GPU backend's launches: the C loop calls the driver's cuLaunchKernel (a stub
+    here) with the argument bytes where they lie in the ring; what the backend does not
+    know goes to orionLaunchKernel, which refuses it."""
     import numpy as np
 
     from orion_server.backends.cuda_kernels import KernelCalls
     from orion_server.backends.cuda_launch import Launcher
     path, lib = driver
-    backend = SimpleNamespace(
-        functions={FUNC: (object(), np.array([0, 8], dtype=np.uint64), 12),
-                   OTHER_FUNC: (object(), np.array([], dtype=np.uint64), 0)},
-        streams={STREAM}, launcher=Launcher(str(path)))
-    request = bytearray(4096)
-    request[100:112] = b"ARGUMENTS..."
-    view = memoryview(request)
-    address = ctypes.addressof(ctypes.c_char.from_buffer(request))
-    launch = KernelCalls.ring_launcher(backend, view, address)
+    client, worker = pair
+
+    class StubDriverBackend(B.Backend):
+        launch_function = KernelCalls.launch_function
+        launch_args_size = KernelCalls.launch_args_size
+        launch_stream_known = KernelCalls.launch_stream_known
+        orionLaunchKernel = KernelCalls.orionLaunchKernel
+
+        def __init__(self):
+            super().__init__([B.VGpu(0, 0, 1 << 30, 100)])
+            self.launcher = Launcher(str(path))
+            self.functions = {FUNC: (object(), np.array([0], dtype=np.uint64), 8),
+                              NO_PARAMS: (object(), np.array([], dtype=np.uint64), 0)}
+            self.streams = {STREAM}
+
     calls = lambda: ctypes.c_int.in_dll(lib, "calls").value  # noqa: E731
-
-    assert launch(FUNC, 4, 5, 6, 7, 8, 9, 96, STREAM, 0, 100, 12, 12) == 0
-    assert last_launch(lib) == (FUNC, (4, 5, 6, 7, 8, 9, 96), STREAM, 1, 0, b"ARGUMENTS...")
-    assert launch(OTHER_FUNC, 1, 1, 1, 1, 1, 1, 0, 2, 0, 100, 0, 0) == 0
-    assert last_launch(lib) == (OTHER_FUNC, (1, 1, 1, 1, 1, 1, 0), 2, 1, 1, b"")
     before = calls()
-    for refused in ((FUNC + 5, STREAM, 0, 12, 12),       # not a kernel of the session
-                    (FUNC, STREAM + 1, 0, 12, 12),       # not a stream of the session
-                    (FUNC, 3, 0, 12, 12),                # nor a special one
-                    (FUNC, STREAM, 1, 12, 12),           # cooperative
-                    (FUNC, STREAM, 0, 8, 8),             # the kernel takes 12 bytes
-                    (FUNC, STREAM, 0, 12, 16)):          # argsSize disagrees
-        function, stream, flags, length, size = refused
-        assert launch(function, 1, 1, 1, 1, 1, 1, 0, stream, flags, 100, length, size) is None
-    assert launch(FUNC, 1, 1, 1, 1, 1, 1, 1 << 32, STREAM, 0, 100, 12, 12) is None
-    assert calls() == before
+    client.launch(args=b"ARGUMENT", grid=(4, 5, 6), block=(7, 8, 9), shared=96)
+    client.launch(function=NO_PARAMS, stream=2)
+    session = Session(StubDriverBackend())
+    serve_all(session, worker)
+    assert calls() == before + 2
+    assert last_launch(lib) == (NO_PARAMS, (1, 1, 1, 32, 1, 1, 0), 2, 1, 1, b"")
+    assert not session.pending_error
 
-    # the generic path's launcher passes the same to the driver
-    assert backend.launcher.launch(FUNC, (4, 5, 6), (7, 8, 9), 96, STREAM,
-                                   memoryview(b"ARGUMENTS...")) == 0
-    assert last_launch(lib) == (FUNC, (4, 5, 6, 7, 8, 9, 96), STREAM, 1, 0, b"ARGUMENTS...")
-    # ... and orionLaunchKernel refuses argument bytes the kernel does not take
-    backend.launcher, backend.streams = backend.launcher, {STREAM}
-    grid = DIM3.pack(1, 1, 1)
-    assert KernelCalls.orionLaunchKernel(backend, FUNC, grid, grid, 0, STREAM, 0, b"x" * 8,
-                                         8) == (B.cudaErrorInvalidValue,)
-    assert KernelCalls.orionLaunchKernel(backend, FUNC, grid, grid, 0, STREAM, 0, b"x" * 12,
-                                         16) == (B.cudaErrorInvalidValue,)
-    assert KernelCalls.orionLaunchKernel(backend, FUNC, grid, grid, 0, STREAM, 0, b"x" * 12,
-                                         12) == (0,)
+    client.launch(args=b"ARGUMENT", grid=(4, 5, 6), block=(7, 8, 9), shared=96)
+    serve_all(session, worker)
+    assert last_launch(lib) == (FUNC, (4, 5, 6, 7, 8, 9, 96), STREAM, 1, 0, b"ARGUMENT")
+    for refused in (dict(function=FUNC + 5),       # not a kernel of the session
+                    dict(stream=STREAM + 1),       # not a stream of the session
+                    dict(stream=3)):               # nor a special one
+        client.launch(args=b"ARGUMENT", **refused)
+        replies, generic = serve_all(session, worker)
+        assert generic == ["orionLaunchKernel"]
+        assert session.pending_error == B.cudaErrorInvalidResourceHandle
+        session.pending_error = 0
+    client.launch(args=b"ARGUMENTS...", size=12)   # the kernel takes 8 bytes
+    replies, generic = serve_all(session, worker)
+    assert generic == ["orionLaunchKernel"]
+    assert session.pending_error == B.cudaErrorInvalidValue
+    assert calls() == before + 3
 
 
 def test_the_cpu_benchmark_runs(driver):
