@@ -19,7 +19,7 @@ them (native/generated/cudart_stubs.c), then times the worker's own ring loop
 
 `--generic` turns the launch fast path off (orion_server/launch_path.py: every launch
 through Session.handle); `--root` measures the orion_server of another tree (e.g. an
-older commit's, from `git archive`), whose Launcher finds the stub driver because it is
+older commit's, from `git archive`), whose cffi driver finds the stub driver because it is
 loaded first under the soname libcuda.so.1.
 
 Prints µs per launch (median and best round; each round drains --launches records that
@@ -68,6 +68,14 @@ STUB_CUDA = r"""
 int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                    unsigned by, unsigned bz, unsigned shared, void *stream, void **params,
                    void **extra) { return 0; }
+int cuMemcpyAsync(unsigned long long dst, unsigned long long src, unsigned long count,
+                  void *stream) { return 0; }
+int cuStreamSynchronize(void *stream) { return 0; }
+int cuStreamQuery(void *stream) { return 0; }
+int cuEventRecord(void *event, void *stream) { return 0; }
+int cuEventRecordWithFlags(void *event, void *stream, unsigned flags) { return 0; }
+int cuEventQuery(void *event) { return 0; }
+int cuEventSynchronize(void *event) { return 0; }
 """
 KERNEL_SOURCE = r"""
 __global__ void empty_kernel() {}
@@ -104,16 +112,19 @@ class Client:
         self.seq = 0
 
     def put_launch(self, function: int, stream: int, args: bytes) -> None:
+        self.put(LAUNCH_ID, LAUNCH_ARGS.pack(function, DIM3.pack(1, 1, 1), DIM3.pack(1, 1, 1),
+                                             0, stream, 0, len(args), len(args)),
+                 wire.FLAG_ASYNC, [args])
+
+    def put(self, call_id: int, args: bytes, flags: int = 0, bulk=()) -> None:
+        """A request as the shim's ring.c writes it: header and arguments, then bulk frames."""
         self.seq += 1
-        head = wire.pack_request_header(LAUNCH_ID, self.seq, wire.FLAG_ASYNC) + \
-            LAUNCH_ARGS.pack(function, DIM3.pack(1, 1, 1), DIM3.pack(1, 1, 1), 0, stream, 0,
-                             len(args), len(args))
-        bufs = [ctypes.create_string_buffer(head, len(head)),
-                ctypes.create_string_buffer(args, max(len(args), 1))]
-        frames = (CFrame * 2)(CFrame(ctypes.addressof(bufs[0]), len(head)),
-                              CFrame(ctypes.addressof(bufs[1]), len(args)))
-        if self.lib.orion_ring_put(self.r, frames, 2, 0, 1000) != 0:
-            raise RuntimeError("the ring is full: fewer --launches")
+        frames = [wire.pack_request_header(call_id, self.seq, flags) + args, *bulk]
+        bufs = [ctypes.create_string_buffer(f, max(len(f), 1)) for f in frames]
+        array = (CFrame * len(frames))(*(CFrame(ctypes.addressof(b), len(f))
+                                         for b, f in zip(bufs, frames)))
+        if self.lib.orion_ring_put(self.r, array, len(frames), 0, 1000) != 0:
+            raise RuntimeError("the ring is full: fewer requests per round")
 
     def close(self) -> None:
         self.lib.orion_ring_destroy(self.r)
@@ -147,7 +158,7 @@ def cuda_backend(tmp: Path, args_size: int):
     rt.cudaFree = lambda ptr: (0,)
     stub_c = tmp / "stub_cuda.c"
     stub_c.write_text(STUB_CUDA)
-    # loaded first under the driver's soname: Launcher's dlopen("libcuda.so.1") finds it
+    # loaded first under the driver's soname: cuda_driver's dlopen("libcuda.so.1") finds it
     ctypes.CDLL(str(gcc_shared(stub_c, tmp / "libcuda_stub.so", "-Wl,-soname,libcuda.so.1")),
                 mode=ctypes.RTLD_GLOBAL)
     backend = cuda.CudaBackend([B.VGpu(0, 0, 1 << 30, 100)])

@@ -26,7 +26,7 @@ from . import launch_path
 from . import ring
 from . import wire
 from .compute_gate import COMPUTE_CALLS, ComputeGate
-from .device_output import DeviceOutput
+from .device_output import DeviceOutput, DeviceOutputs
 from .host_functions import HostFunctions
 from .generated import cudart_table, nvml_table
 
@@ -61,10 +61,9 @@ COMPUTE = frozenset(i for i, c in CALLS.items() if c.name in COMPUTE_CALLS)
 class Session:
     """Decodes requests, calls the backend, encodes replies; keeps CUDA error order."""
 
-    def __init__(self, backend: B.Backend, outputs=()):
+    def __init__(self, backend: B.Backend, outputs: DeviceOutputs | None = None):
         self.backend = backend
-        # (reply flag, DeviceOutput) of stdout and stderr, where they are captured
-        self.outputs = outputs
+        self.outputs = outputs     # stdout's and stderr's, where they are captured
         self._handlers: dict[int, tuple] = {}
         self.pending_error = 0     # first error of an async call, owed to the next sync call
         self.sticky_error = 0
@@ -94,12 +93,8 @@ class Session:
             status, payload, bulk_out = self.pending_error, b"", []
             self.pending_error = 0
         flags, printed = 0, []
-        if status or req.call_id in SYNCING:
-            for flag, output in self.outputs:
-                text = output.take()
-                if text:
-                    flags |= flag
-                    printed.append(text)
+        if self.outputs is not None and (status or req.call_id in SYNCING):
+            flags, printed = self.outputs.take()
         return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
 
     def before_compute(self, device: int) -> float:
@@ -349,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"worker": bound, "events": host_functions.address}) +
                          "\n")
         sys.stdout.flush()
-        session.outputs = ((wire.FLAG_OUTPUT, DeviceOutput(1)),
-                           (wire.FLAG_ERRORS, DeviceOutput(2)))
+        session.outputs = DeviceOutputs(((wire.FLAG_OUTPUT, DeviceOutput(1)),
+                                         (wire.FLAG_ERRORS, DeviceOutput(2))))
 
     try:
         serve(address, session, ready)

@@ -1,8 +1,9 @@
 """The GPU backend: replays a session's calls on real GPUs through cuda-python.
 
 Most runtime calls are replayed 1:1 with `cuda.bindings.runtime` (it shares the
-primary context with the driver API); modules, kernels and launches go through
-`cuda.bindings.driver`. Everything the client names (device pointers, streams, events,
+primary context with the driver API); modules and kernels go through
+`cuda.bindings.driver`; launches, copies and the stream and event calls of synchronous
+round trips go to the driver through cffi (cuda_driver.py: cheaper per call). Everything the client names (device pointers, streams, events,
 graphs, pools, kernels) is checked against what this session created before it reaches
 the driver, so a bogus or foreign handle gets an error, never another session's memory
 and never a crashed worker. The vGPU's memory size is enforced in one place
@@ -21,7 +22,7 @@ from ..shm import Segments
 from .cuda_common import MAX_ATTR, SPECIAL_STREAMS, status, valid_attr
 from .cuda_graphs import GraphCalls
 from .cuda_kernels import KernelCalls
-from .cuda_launch import Launcher
+from .cuda_driver import Driver
 from .cuda_memory import MemoryCalls
 from .cuda_nvml import NvmlCalls
 from .cuda_objects import ObjectCalls
@@ -48,7 +49,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         self.segments = Segments()                   # the client's page-locked memory
         self._stub = None                            # C entry of host functions
         self._launch_host_func = None                # the driver's, loaded on first use
-        self.launcher = Launcher()                   # the launch fast path
+        self.driver = Driver()                       # the hot calls, through cffi
         self._activate()
 
     # ---- device selection ----
@@ -126,6 +127,33 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         rt.cudaDeviceSynchronize()   # sticky errors stay for the client's next call
         if gpu_index != current:
             rt.cudaSetDevice(current)
+    # ---- the calls of every synchronous round trip: straight to the driver ----
+    def cudaStreamSynchronize(self, stream: int):
+        self._check_stream(stream)
+        return (self.driver.stream_synchronize(stream),)
+
+    def cudaStreamQuery(self, stream: int):
+        self._check_stream(stream)
+        return (self.driver.stream_query(stream),)
+
+    def cudaEventRecord(self, event: int, stream: int):
+        self._check_event(event)
+        self._check_stream(stream)
+        return (self.driver.event_record(event, stream),)
+
+    def cudaEventRecordWithFlags(self, event: int, stream: int, flags: int):
+        self._check_event(event)
+        self._check_stream(stream)
+        return (self.driver.event_record_with_flags(event, stream, flags),)
+
+    def cudaEventQuery(self, event: int):
+        self._check_event(event)
+        return (self.driver.event_query(event),)
+
+    def cudaEventSynchronize(self, event: int):
+        self._check_event(event)
+        return (self.driver.event_synchronize(event),)
+
     # ---- teardown ----
     def cudaDeviceReset(self):
         return (0,)   # the session's resources are freed when it ends (close)
@@ -174,8 +202,6 @@ for _name in ("cudaDeviceSynchronize", "cudaDeviceSetLimit", "cudaDeviceGetLimit
               "cudaDeviceGetCacheConfig", "cudaDeviceSetCacheConfig",
               "cudaDeviceGetStreamPriorityRange", "cudaCtxResetPersistingL2Cache",
               "cudaStreamGetPriority", "cudaStreamGetFlags", "cudaStreamGetId",
-              "cudaStreamQuery", "cudaStreamSynchronize",
               "cudaStreamWaitEvent", "cudaStreamIsCapturing",
-              "cudaEventRecord", "cudaEventRecordWithFlags", "cudaEventQuery",
-              "cudaEventSynchronize", "cudaProfilerStart", "cudaProfilerStop"):
+              "cudaProfilerStart", "cudaProfilerStop"):
     setattr(CudaBackend, _name, _forwarder(_name))

@@ -92,7 +92,7 @@ class KernelCalls:
         if len(args) != size or size != entry[2]:    # the driver would read past them
             return (B.cudaErrorInvalidValue,)
         if not flags & 1:
-            return (self.launcher.launch(function, DIM3.unpack(grid), DIM3.unpack(block),
+            return (self.driver.launch(function, DIM3.unpack(grid), DIM3.unpack(block),
                                          shared, stream, args),)
         # cooperative launches take no packed buffer: one pointer per parameter
         func, offsets, _ = entry
@@ -105,7 +105,7 @@ class KernelCalls:
 
     def launch_function(self) -> int:
         """The driver's cuLaunchKernel itself (launch_path.py's loop calls it)."""
-        return self.launcher.address
+        return self.driver.launch_address
 
     def launch_args_size(self, function: int):
         entry = self.functions.get(function)

@@ -97,25 +97,34 @@ class MemoryCalls:
             return (0, 0)
 
     def _on_stream(self, copy, stream: int, sync: bool) -> int:
-        """Issue `copy` (an async runtime call) on a checked stream; with `sync`, wait for
-        the stream as the synchronous form of the call would."""
+        """Issue `copy` (an async call, returning a status or a 1-tuple of one) on a
+        checked stream; with `sync`, wait for the stream as the synchronous form of the
+        call would."""
         self._check_stream(stream)
-        (err,) = copy()
+        err = copy()
+        if not isinstance(err, int):
+            (err,) = err
         if not err and sync:
-            (err,) = rt.cudaStreamSynchronize(stream)
+            err = self.driver.stream_synchronize(stream)
         return status(err)
 
-    def _copy(self, dst: int, src: int, count: int, kind, stream: int, sync: bool):
-        return self._on_stream(lambda: rt.cudaMemcpyAsync(dst, src, count, kind, stream),
+    def _copy(self, dst: int, src: int, count: int, stream: int, sync: bool):
+        """A copy between checked pointers (device ranges, the session's segments, frames
+        of this request), straight to the driver (cuda_driver.py)."""
+        return self._on_stream(lambda: self.driver.memcpy_async(dst, src, count, stream),
                                stream, sync)
+
+    def _peer_copy(self, dst: int, src: int, count: int, stream: int, sync: bool):
+        """Between two vGPUs' memory (unified addressing: the pointers say which)."""
+        return self._on_stream(lambda: rt.cudaMemcpyAsync(
+            dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDefault, stream), stream, sync)
 
     def orionMemcpyHtoD(self, dst: int, src, count: int, stream: int, sync: bool = True):
         self._check_range(dst, count)
         host = np.frombuffer(src, dtype=np.uint8)
         # The frame is freed when the handler returns; a pageable-source copy has
         # consumed it by then (CUDA stages pageable memory before returning).
-        return (self._copy(dst, host.ctypes.data, count,
-                           rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream, sync),)
+        return (self._copy(dst, host.ctypes.data, count, stream, sync),)
 
     def orionMemcpyHtoDAsync(self, dst: int, src, count: int, stream: int):
         return self.orionMemcpyHtoD(dst, src, count, stream, sync=False)
@@ -125,15 +134,13 @@ class MemoryCalls:
         # the reply frame itself (sent without a copy); the copy writes every byte, so
         # no zero fill (a bytearray's cost ~30 us per MiB, on every chunk of a download)
         out = np.empty(count, dtype=np.uint8)
-        err = self._copy(out.ctypes.data, src, count, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                         stream, True)
+        err = self._copy(out.ctypes.data, src, count, stream, True)
         return (err,) if err else (0, out)
 
     def orionMemcpyDtoD(self, dst: int, src: int, count: int, stream: int, sync: bool = True):
         self._check_range(dst, count)
         self._check_range(src, count)
-        return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream,
-                           sync),)
+        return (self._copy(dst, src, count, stream, sync),)
 
     def orionMemcpyDtoDAsync(self, dst: int, src: int, count: int, stream: int):
         return self.orionMemcpyDtoD(dst, src, count, stream, sync=False)
@@ -141,12 +148,12 @@ class MemoryCalls:
     def cudaMemcpyPeer(self, dst: int, dst_device: int, src: int, src_device: int, count: int):
         self._check_range(dst, count)
         self._check_range(src, count)
-        return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDefault, 0, True),)
+        return (self._peer_copy(dst, src, count, 0, True),)
 
     def cudaMemcpyPeerAsync(self, dst, dst_device, src, src_device, count, stream):
         self._check_range(dst, count)
         self._check_range(src, count)
-        return (self._copy(dst, src, count, rt.cudaMemcpyKind.cudaMemcpyDefault, stream, False),)
+        return (self._peer_copy(dst, src, count, stream, False),)
 
     def _memcpy2d(self, dst, dpitch, src, spitch, width, height, kind, stream, sync):
         return self._on_stream(lambda: rt.cudaMemcpy2DAsync(dst, dpitch, src, spitch, width,
@@ -398,7 +405,7 @@ class MemoryCalls:
             dst = self.segments.translate(dst, count)
         else:
             return (B.cudaErrorInvalidValue,)
-        return (self._copy(dst, src, count, rt.cudaMemcpyKind(kind), stream, sync),)
+        return (self._copy(dst, src, count, stream, sync),)
 
     def orionMemcpyShmAsync(self, dst: int, src: int, count: int, kind: int, stream: int):
         return self.orionMemcpyShm(dst, src, count, kind, stream, sync=False)

@@ -395,7 +395,7 @@ def test_the_record_layout_is_what_the_shim_sends():
     assert launch_path._load().orion_launch_record_size() == launch_path.RECORD.size
 
 
-# ---- the GPU backend's ring launcher, on a stub driver ----
+# ---- the GPU backend's launches, on a stub driver ----
 
 STUB = r"""
 #include <string.h>
@@ -423,6 +423,14 @@ int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
     }
     return 0;
 }
+int cuMemcpyAsync(unsigned long long dst, unsigned long long src, unsigned long count,
+                  void *stream) { return 0; }
+int cuStreamSynchronize(void *stream) { return 0; }
+int cuStreamQuery(void *stream) { return 0; }
+int cuEventRecord(void *event, void *stream) { return 0; }
+int cuEventRecordWithFlags(void *event, void *stream, unsigned flags) { return 0; }
+int cuEventQuery(void *event) { return 0; }
+int cuEventSynchronize(void *event) { return 0; }
 """
 
 
@@ -450,7 +458,7 @@ def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
     import numpy as np
 
     from orion_server.backends.cuda_kernels import KernelCalls
-    from orion_server.backends.cuda_launch import Launcher
+    from orion_server.backends.cuda_driver import Driver
     path, lib = driver
     client, worker = pair
 
@@ -462,7 +470,7 @@ def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
 
         def __init__(self):
             super().__init__([B.VGpu(0, 0, 1 << 30, 100)])
-            self.launcher = Launcher(str(path))
+            self.driver = Driver(str(path))
             self.functions = {FUNC: (object(), np.array([0], dtype=np.uint64), 8),
                               NO_PARAMS: (object(), np.array([], dtype=np.uint64), 0)}
             self.streams = {STREAM}

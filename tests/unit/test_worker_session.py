@@ -137,18 +137,20 @@ def test_round_trip_over_inproc_sockets():
         client.close(0)
 
 
-class FakeOutput:
-    def __init__(self, text: bytes):
-        self.text = text
+class FakeOutputs:
+    """What DeviceOutputs.take gives: flags and texts, once."""
 
-    def take(self) -> bytes:
-        text, self.text = self.text, b""
-        return text
+    def __init__(self, *printed):
+        self.printed = printed
+
+    def take(self):
+        printed, self.printed = self.printed, ()
+        return sum(flag for flag, _ in printed), [text for _, text in printed]
 
 
 def test_device_output_rides_on_the_next_reply_stdout_then_stderr():
-    s = Session(FakeBackend(), outputs=((wire.FLAG_OUTPUT, FakeOutput(b"printf\n")),
-                                        (wire.FLAG_ERRORS, FakeOutput(b"assert\n"))))
+    s = Session(FakeBackend(), outputs=FakeOutputs((wire.FLAG_OUTPUT, b"printf\n"),
+                                                   (wire.FLAG_ERRORS, b"assert\n")))
     reply = s.handle(request("orionMemcpyDtoH", struct.pack("<QQQQ", 4, 0x1000, 4, 0)))
     flags = struct.unpack_from("<H", reply[0], 6)[0]
     assert flags == wire.FLAG_OUTPUT | wire.FLAG_ERRORS
