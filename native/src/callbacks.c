@@ -88,7 +88,7 @@ static channel *channel_of_current(void)
     channel *c = &channels[channel_count];
     c->session = s;
     c->stop = 0;
-    c->sock = zmq_socket(orion_zmq_context(), ZMQ_DEALER);
+    c->sock = orion_zmq_socket(ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_connect(c->sock, orion_session_events(s)) != 0 ||

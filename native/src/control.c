@@ -26,7 +26,7 @@ static cJSON *request(const char *addr, cJSON *body, char *why, size_t why_size)
 {
     char endpoint[300];
     endpoint_of(addr, endpoint, sizeof endpoint);
-    void *sock = zmq_socket(orion_zmq_context(), ZMQ_REQ);
+    void *sock = orion_zmq_socket(ZMQ_REQ);
     int linger = 0, timeout = CONTROL_TIMEOUT_MS;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);

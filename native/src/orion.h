@@ -72,6 +72,7 @@ void orion_callbacks_stop(void);   /* before the sessions close */
 void orion_session_close(orion_session *s);
 int orion_session_is_local(const orion_session *s);   /* ipc://: same host */
 void *orion_zmq_context(void);
+void *orion_zmq_socket(int type);   /* zmq_socket, the application's rand() untouched */
 cudaError_t orion_session_send(orion_session *s, orion_msg *m);
 cudaError_t orion_session_call(orion_session *s, orion_msg *m);
 /* orion_session_call that runs work(ctx) once the request is out, before it waits for

@@ -62,6 +62,25 @@ void *orion_zmq_context(void)
     return context;
 }
 
+/* libzmq draws a REQ socket's first request id from rand(), whose state is the
+ * application's: a program that makes its data with rand() and no srand() (the same
+ * numbers every run) would get other numbers through Orion. So sockets are made while
+ * the C library's generator runs on a state of ours (tests/programs/rand_state.cu).
+ * Another thread of the application drawing at that moment draws from ours instead. */
+void *orion_zmq_socket(int type)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char ours[128];
+    static int seeded;
+    pthread_mutex_lock(&lock);
+    char *theirs = seeded ? setstate(ours) : initstate(1, ours, sizeof ours);
+    seeded = 1;
+    void *sock = zmq_socket(orion_zmq_context(), type);
+    setstate(theirs);
+    pthread_mutex_unlock(&lock);
+    return sock;
+}
+
 static void offer_ring(orion_session *s);
 
 orion_session *orion_session_open(const char *worker_address, const char *events_address)
@@ -73,7 +92,7 @@ orion_session *orion_session_open(const char *worker_address, const char *events
     pthread_mutex_init(&s->lock, NULL);
     snprintf(s->address, sizeof s->address, "%s", worker_address);
     snprintf(s->events, sizeof s->events, "%s", events_address);
-    s->sock = zmq_socket(orion_zmq_context(), ZMQ_DEALER);
+    s->sock = orion_zmq_socket(ZMQ_DEALER);
     int linger = 0, no_reconnect = -1, hb_ivl = 1000, hb_timeout = 5000;
     zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
     /* a new worker would not have this session's state: never reconnect */
@@ -83,7 +102,7 @@ orion_session *orion_session_open(const char *worker_address, const char *events
     char mon[64];
     snprintf(mon, sizeof mon, "inproc://orion-monitor-%d", __sync_fetch_and_add(&counter, 1));
     zmq_socket_monitor(s->sock, mon, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
-    s->monitor = zmq_socket(orion_zmq_context(), ZMQ_PAIR);
+    s->monitor = orion_zmq_socket(ZMQ_PAIR);
     zmq_connect(s->monitor, mon);
     if (zmq_connect(s->sock, worker_address) != 0) {
         ORION_ERROR("cannot connect to worker %s: %s", worker_address, zmq_strerror(zmq_errno()));
