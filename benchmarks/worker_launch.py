@@ -17,7 +17,7 @@ them (native/generated/cudart_stubs.c), then times the worker's own ring loop
     python3 benchmarks/worker_launch.py [--backend cuda,host] [--args 0,32] [--streams 1]
                     [--launches 6000] [--rounds 15] [--profile] [--generic] [--root DIR]
 
-`--generic` turns the launch fast path off (orion_server/launch_path.py: every launch
+`--generic` turns the fast path off (orion_server/fast_path.py: every launch
 through Session.handle); `--root` measures the orion_server of another tree (e.g. an
 older commit's, from `git archive`), whose cffi driver finds the stub driver because it is
 loaded first under the soname libcuda.so.1.
@@ -242,8 +242,8 @@ def main(argv=None) -> int:
     opts = parser.parse_args(argv)
     if opts.generic:
         try:
-            from orion_server import launch_path
-            launch_path.attach = lambda *args: None
+            from orion_server import fast_path
+            fast_path.attach = lambda *args: None
         except ImportError:
             pass                  # a tree from before the fast path
     print(f"# {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, no GPU (CPU only); "

@@ -83,27 +83,42 @@ class Backend:
     def close(self) -> None:
         """Free everything the session holds; called once when the client goes away."""
 
-    def launch_function(self) -> int | None:
-        """For launches straight from a call ring (orion_server/launch_path.py): the
-        address of a C function with cuLaunchKernel's signature that launches on this
-        backend (the argument bytes as CU_LAUNCH_PARAM_BUFFER_POINTER in `extra`), or
-        None: launches take the generic path. This one calls `orionLaunchKernel`, so a
-        backend's checks and errors hold for both paths."""
+    # ---- the fast path (orion_server/fast_path.py): the C loop's functions and checks ----
+    def fast_functions(self) -> dict[str, int]:
+        """The C functions the call loop calls, by name in `struct
+        orion_call_loop_setup`: `launch` (cuLaunchKernel's signature, the argument bytes
+        as CU_LAUNCH_PARAM_BUFFER_POINTER), `stream_synchronize`, `event_query`,
+        `event_synchronize` (a handle -> a status) and `memcpy_async` (cuMemcpyAsync's:
+        dst, src, count, stream, unified addresses of this process). A call without its
+        function takes the generic path. This one launches through `orionLaunchKernel`,
+        so a backend's checks and errors hold for both paths."""
         if getattr(self, "orionLaunchKernel", None) is None:
-            return None
+            return {}
         if getattr(self, "_handler_launch", None) is None:
-            from .launch_path import handler_launch
+            from .fast_path import handler_launch
             self._handler_launch = handler_launch(self.orionLaunchKernel)
-        return self._handler_launch.address
+        return {"launch": self._handler_launch.address}
 
-    def launch_args_size(self, function: int) -> int | None:
+    def fast_args_size(self, function: int) -> int | None:
         """The argument bytes kernel `function` of this session takes; None when it is
         not one (the generic path answers its launches)."""
         return None
 
-    def launch_stream_known(self, stream: int) -> bool:
-        """Whether kernels may be launched on `stream` (the session's, or a special one)."""
+    def fast_stream_known(self, stream: int) -> bool:
+        """Whether `stream` is the session's (or a special one)."""
         return False
+
+    def fast_event_known(self, event: int) -> bool:
+        return False
+
+    def fast_device_range(self, ptr: int, count: int) -> tuple[int, int] | None:
+        """(base, size) of the session's device memory holding ptr..ptr+count."""
+        return None
+
+    def fast_segment(self, ptr: int, count: int) -> tuple[int, int, int] | None:
+        """(client base, size, base in this process) of the session's shared memory
+        holding the client's ptr..ptr+count."""
+        return None
 
     def drain(self, gpu_index: int) -> None:
         """Return once the session's work on physical GPU `gpu_index` has finished (the

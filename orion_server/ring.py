@@ -17,9 +17,10 @@ access, so the ring is refused there and the session stays on the socket.
 Frames handed out by `next_request` are views into the ring, valid until `finish`: the
 handlers keep no frame past their return (the ZeroMQ path frees them then too).
 
-`fast`, when set, sees the records first: it takes a run of records it knows (kernel
-launches: orion_server/launch_path.py, a loop in C) without the generic frame slicing
-and decoding, and leaves the first one it does not know to `next_request`.
+`fast`, when set, sees the records first: it takes a run of records it knows (the
+calls of a training step: orion_server/fast_path.py, a loop in C) without the generic
+frame slicing and decoding, and leaves the first one it does not know to
+`next_request`.
 """
 from __future__ import annotations
 

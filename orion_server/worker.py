@@ -22,11 +22,11 @@ import zmq
 import zmq.utils.monitor
 
 from . import backend as B
-from . import launch_path
+from . import fast_path
 from . import ring
 from . import wire
 from .compute_gate import COMPUTE_CALLS, ComputeGate
-from .device_output import DeviceOutput, DeviceOutputs
+from .device_output import DeviceOutputs
 from .host_functions import HostFunctions
 from .generated import cudart_table, nvml_table
 
@@ -69,7 +69,7 @@ class Session:
         self.sticky_error = 0
         self.calls = 0
         self.gate: ComputeGate | None = None    # set when the session's compute is shared
-        self.handles_version = 0   # changes when launch handles may have ended (launch_path)
+        self.handles_version = 0   # changes when handles may have ended (fast_path.FORGETS)
 
     def handle(self, frames: list) -> list | None:
         """Frames of one request -> frames of its reply (None for async calls)."""
@@ -80,7 +80,7 @@ class Session:
             log.warning("dropped malformed request: %s", e)
             return [wire.pack_reply_header(B.cudaErrorInvalidValue, 0)]
         self.calls += 1
-        if req.call_id in launch_path.FORGETS_HANDLES:
+        if req.call_id in fast_path.FORGETS:
             self.handles_version += 1
         if self.gate is not None and req.call_id in COMPUTE:
             self.before_compute(req.device)
@@ -96,6 +96,20 @@ class Session:
         if self.outputs is not None and (status or req.call_id in SYNCING):
             flags, printed = self.outputs.take()
         return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
+
+    def answer(self, call_id: int, seq: int, status: int) -> list:
+        """The reply to a synchronous call the fast path made (fast_path.py), which
+        returned `status`: as `handle` replies (the status reported, device output
+        taken); no error was owed before it."""
+        if status:
+            if status != B.cudaErrorNotReady:
+                log.info("%s returned %d", CALLS[call_id].name, status)
+            if status in STICKY_ERRORS:
+                self.sticky_error = status
+        flags, printed = 0, []
+        if self.outputs is not None and (status or call_id in SYNCING):
+            flags, printed = self.outputs.take()
+        return [wire.pack_reply_header(status, seq, flags), *printed]
 
     def before_compute(self, device: int) -> float:
         """A compute turn on vGPU `device`'s GPU; when it ends (ComputeGate.before_compute)."""
@@ -255,8 +269,14 @@ def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Sessio
                 client: bytes) -> None:
     """Every call of the session from now on, in the ring's order, until the client
     disconnects (the socket's monitor still says so) or breaks the ring."""
-    # kernel launches skip Session.handle (launch_path.py does what it does for them)
-    launch_path.attach(session, call_ring, STICKY_ERRORS)
+    def deliver(reply: list) -> None:
+        seq = _SEQ.unpack_from(reply[0], 16)[0]
+        if not call_ring.reply(seq, reply):
+            sock.send_multipart([client, *reply], copy=False)
+            call_ring.reply_on_socket(seq)
+
+    # the calls of a training step skip Session.handle (fast_path.py does what it does)
+    fast_path.attach(session, call_ring, STICKY_ERRORS, deliver)
     try:
         while True:
             frames = call_ring.next_request(session.wait_s(RING_IDLE_S))
@@ -271,12 +291,8 @@ def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Sessio
                     break
             reply = session.handle(frames)
             call_ring.finish()
-            if reply is None:
-                continue
-            seq = _SEQ.unpack_from(reply[0], 16)[0]
-            if not call_ring.reply(seq, reply):
-                sock.send_multipart([client, *reply], copy=False)
-                call_ring.reply_on_socket(seq)
+            if reply is not None:
+                deliver(reply)
         log.info("client disconnected after %d calls", session.calls)
     except ring.RingError as e:
         log.error("the client broke the call ring after %d calls: %s", session.calls, e)
@@ -344,8 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"worker": bound, "events": host_functions.address}) +
                          "\n")
         sys.stdout.flush()
-        session.outputs = DeviceOutputs(((wire.FLAG_OUTPUT, DeviceOutput(1)),
-                                         (wire.FLAG_ERRORS, DeviceOutput(2))))
+        session.outputs = DeviceOutputs(((wire.FLAG_OUTPUT, 1), (wire.FLAG_ERRORS, 2)))
 
     try:
         serve(address, session, ready)

@@ -84,15 +84,8 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
 
     def _check_range(self, ptr: int, size: int) -> None:
         """ptr..ptr+size must lie inside one allocation or module variable of ours."""
-        i = bisect.bisect_right(self.starts, ptr) - 1
-        if i >= 0:
-            base = self.starts[i]
-            if ptr + size <= base + self.allocations[base][0]:
-                return
-        for base, length in self.globals.items():
-            if base <= ptr and ptr + size <= base + length:
-                return
-        raise B.CudaError(B.cudaErrorInvalidValue, f"0x{ptr:x}+{size} is not this session's")
+        if self.fast_device_range(ptr, size) is None:
+            raise B.CudaError(B.cudaErrorInvalidValue, f"0x{ptr:x}+{size} is not this session's")
 
     def _check_stream(self, stream: int) -> None:
         if stream not in SPECIAL_STREAMS and stream not in self.streams:
@@ -127,6 +120,35 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         rt.cudaDeviceSynchronize()   # sticky errors stay for the client's next call
         if gpu_index != current:
             rt.cudaSetDevice(current)
+    # ---- the fast path's (fast_path.py: the C loop calls the driver itself) ----
+    def fast_functions(self) -> dict[str, int]:
+        return self.driver.addresses
+
+    def fast_stream_known(self, stream: int) -> bool:
+        return stream in SPECIAL_STREAMS or stream in self.streams
+
+    def fast_event_known(self, event: int) -> bool:
+        return event in self.events
+
+    def fast_device_range(self, ptr: int, count: int) -> tuple[int, int] | None:
+        i = bisect.bisect_right(self.starts, ptr) - 1
+        if i >= 0:
+            base = self.starts[i]
+            size = self.allocations[base][0]
+            if ptr + count <= base + size:
+                return base, size
+        for base, size in self.globals.items():
+            if base <= ptr and ptr + count <= base + size:
+                return base, size
+        return None
+
+    def fast_segment(self, ptr: int, count: int) -> tuple[int, int, int] | None:
+        try:
+            seg = self.segments.segment_of(ptr, count)
+        except B.CudaError:
+            return None
+        return seg.client_base, seg.size, seg.local_base
+
     # ---- the calls of every synchronous round trip: straight to the driver ----
     def cudaStreamSynchronize(self, stream: int):
         self._check_stream(stream)

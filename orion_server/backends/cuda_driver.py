@@ -42,8 +42,6 @@ class Driver:
     def __init__(self, library: str = "libcuda.so.1"):
         self._lib = lib = _ffi.dlopen(library)    # another library: the tests' stub driver
         self.cu_launch_kernel = lib.cuLaunchKernel
-        # where launch_path.py's C loop finds cuLaunchKernel
-        self.launch_address = int(_ffi.cast("uintptr_t", lib.cuLaunchKernel))
         # unified addressing: the direction follows from the pointers, which the
         # handlers have checked (device ranges, the session's shared segments)
         self.memcpy_async = lib.cuMemcpyAsync
@@ -53,6 +51,11 @@ class Driver:
         self.event_record_with_flags = lib.cuEventRecordWithFlags
         self.event_query = lib.cuEventQuery
         self.event_synchronize = lib.cuEventSynchronize
+        # what fast_path.py's C loop calls (Backend.fast_functions)
+        self.addresses = {name: int(_ffi.cast("uintptr_t", function)) for name, function in (
+            ("launch", lib.cuLaunchKernel), ("stream_synchronize", lib.cuStreamSynchronize),
+            ("event_query", lib.cuEventQuery), ("event_synchronize", lib.cuEventSynchronize),
+            ("memcpy_async", lib.cuMemcpyAsync))}
         self.size = _ffi.new("size_t *")
         # {BUFFER_POINTER, <args>, BUFFER_SIZE, &size, END}, reused by every launch:
         # a launch stores its argument bytes' address in extra[1], their length in size[0]

@@ -103,16 +103,9 @@ class KernelCalls:
                                                pointers.ctypes.data if len(offsets) else 0)
         return (status(err),)
 
-    def launch_function(self) -> int:
-        """The driver's cuLaunchKernel itself (launch_path.py's loop calls it)."""
-        return self.driver.launch_address
-
-    def launch_args_size(self, function: int):
+    def fast_args_size(self, function: int):
         entry = self.functions.get(function)
         return None if entry is None else entry[2]
-
-    def launch_stream_known(self, stream: int) -> bool:
-        return stream in self.streams or stream in SPECIAL_STREAMS
 
     def orionFuncGetAttributes(self, function: int):
         entry = self.functions.get(function)

@@ -120,13 +120,13 @@ class KernelCalls:
         self._submit(self._stream(stream), NODE_KERNEL, launch)
         return (0,)
 
-    def launch_args_size(self, function):
+    def fast_args_size(self, function):
         try:
             return self._function(function)[1].param_end
         except CudaError:
             return None
 
-    def launch_stream_known(self, stream):
+    def fast_stream_known(self, stream):
         try:
             self._stream(stream)
             return True

@@ -1,7 +1,7 @@
-"""The launch fast path (orion_server/launch_path.py and its C loop,
-native/worker/launch_loop.c): launch records from the call ring straight to the
-backend's launch function, everything else (and every launch it does not know) through
-Session.handle, with the same order, errors and checks."""
+"""The fast path (orion_server/fast_path.py and its C loop, native/worker/call_loop.c):
+launches, stream and event synchronisation and shared-memory copies from the call ring
+straight to the backend's functions, everything else (and every call it does not know)
+through Session.handle, with the same order, replies, errors and checks."""
 from __future__ import annotations
 
 import ctypes
@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from orion_server import backend as B
-from orion_server import launch_path, ring, wire
+from orion_server import fast_path, ring, wire
 from orion_server import worker as worker_module
 from orion_server.generated.cudart_table import CALLS
 from orion_server.worker import STICKY_ERRORS, Session
@@ -103,10 +103,10 @@ class LaunchBackend(B.Backend):
         super().__init__([B.VGpu(i, 0, 1 << 30, 100) for i in range(vgpus)])
         self.done = []
 
-    def launch_args_size(self, function):
+    def fast_args_size(self, function):
         return ARGS_SIZE.get(function)
 
-    def launch_stream_known(self, stream):
+    def fast_stream_known(self, stream):
         return stream in (STREAM, 0, 1, 2)
 
     def orionLaunchKernel(self, function, grid, block, shared, stream, flags, args, size):
@@ -138,11 +138,14 @@ def pair(ring_lib):
     client.close()
 
 
+delivered = []    # replies the fast path hands to _serve_ring's `deliver`
+
+
 def serve_all(session, worker, fast=True):
-    """What _serve_ring does, until the ring is empty: the replies, and the calls that went
-    through Session.handle (by name)."""
+    """What _serve_ring does, until the ring is empty: the replies Session.handle made,
+    and the calls that went through it (by name)."""
     if fast:
-        launch_path.attach(session, worker, STICKY_ERRORS)
+        fast_path.attach(session, worker, STICKY_ERRORS, delivered.append)
     replies, generic = [], []
     while (frames := worker.next_request(0.01)) is not None:
         generic.append(CALLS[wire.parse_request_header(frames[0].buffer).call_id].name)
@@ -187,7 +190,7 @@ def test_a_destroyed_stream_is_asked_about_again(pair):
     asked = []
 
     class Asked(LaunchBackend):
-        def launch_stream_known(self, stream):
+        def fast_stream_known(self, stream):
             asked.append(stream)
             return stream == STREAM and not any(d[0] == "destroy" for d in self.done)
 
@@ -331,7 +334,7 @@ def test_after_a_run_the_wait_is_the_sessions_idle_timeout(pair):
     session = Session(LaunchBackend())
     turns = gated(session, lambda n: math.inf)
     session.wait_s = lambda default: 0.01 if turns else default
-    launch_path.attach(session, worker, STICKY_ERRORS)
+    fast_path.attach(session, worker, STICKY_ERRORS, delivered.append)
     started = time.monotonic()
     assert worker.next_request(30.0) is None
     assert time.monotonic() - started < 5 and turns == [0]
@@ -365,7 +368,7 @@ def test_a_run_gives_the_room_back_as_it_goes(pair):
     for _ in range(100):
         client.launch(args=b"x" * 8)
     serve_all(Session(Watching()), worker)
-    record = launch_path.ARGS + 8
+    record = fast_path.LAUNCH_ARGS + 8
     assert tails[32] == 32 * record and tails[31] == 0
     assert published_tail(memory) == struct.unpack_from("<Q", memory, 64)[0] == 100 * record
     memory.close()
@@ -375,12 +378,12 @@ def test_broken_launch_records_still_end_the_ring(pair):
     client, worker = pair
     client.launch(args=b"x" * 8)
     client.launch(args=b"y" * 8)
-    second = ring.HEADER_SIZE + launch_path.ARGS + 8
+    second = ring.HEADER_SIZE + fast_path.LAUNCH_ARGS + 8
     memory = ring_memory(worker)
     memory[second + 4:second + 6] = struct.pack("<H", 200)   # too many frames
     memory.close()
     session = Session(LaunchBackend())
-    launch_path.attach(session, worker, STICKY_ERRORS)
+    fast_path.attach(session, worker, STICKY_ERRORS, delivered.append)
     with pytest.raises(ring.RingError):
         worker.next_request(0.01)
     assert len(session.backend.done) == 1
@@ -390,19 +393,21 @@ def test_the_record_layout_is_what_the_shim_sends():
     """One struct reads a launch record: the ring's record header and frame lengths, the
     request header and the arguments, as the generated stub packs them; the C loop's
     record is the same size."""
-    assert launch_path.FRAME0 == wire.HEADER_SIZE + LAUNCH.size == 92
-    assert launch_path.ARGS == 16 + 96 and launch_path.RECORD.size == 16 + 92
-    assert launch_path._load().orion_launch_record_size() == launch_path.RECORD.size
+    assert fast_path.LAUNCH.size == 16 + wire.HEADER_SIZE + LAUNCH.size == 16 + 92
+    assert fast_path.LAUNCH_ARGS == 16 + 96
+    assert fast_path.RECORDS["orionMemcpyShm"].size == 16 + wire.HEADER_SIZE + 36
+    fast_path._load()      # checks call_loop.c's sizes against these
 
 
-# ---- the GPU backend's launches, on a stub driver ----
+# ---- the GPU backend's calls, on a stub driver ----
 
 STUB = r"""
 #include <string.h>
-unsigned long long last_f, last_stream, last_size;
+unsigned long long last_f, last_stream, last_size, last_handle;
+unsigned long long copy_dst, copy_src, copy_count, copy_stream;
 unsigned last_dims[7];
 unsigned char last_args[256];
-int calls, last_extra_null, last_params_null;
+int calls, syncs, copies, last_extra_null, last_params_null;
 int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                    unsigned by, unsigned bz, unsigned shared, void *stream, void **params,
                    void **extra)
@@ -421,17 +426,32 @@ int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
         last_size = *(unsigned long *)extra[3];
         memcpy(last_args, extra[1], last_size < 256 ? last_size : 256);
     }
-    return 0;
+    return f == (void *)0xBAD ? 400 : 0;
 }
 int cuMemcpyAsync(unsigned long long dst, unsigned long long src, unsigned long count,
-                  void *stream) { return 0; }
-int cuStreamSynchronize(void *stream) { return 0; }
-int cuStreamQuery(void *stream) { return 0; }
+                  void *stream)
+{
+    copies++;
+    copy_dst = dst, copy_src = src, copy_count = count;
+    copy_stream = (unsigned long long)stream;
+    return 0;
+}
+/* handle 0x700: an error; event 0x600: not ready */
+static int handle_call(void *h)
+{
+    syncs++;
+    last_handle = (unsigned long long)h;
+    return h == (void *)0x700 ? 700 : h == (void *)0x600 ? 600 : 0;
+}
+int cuStreamSynchronize(void *stream) { return handle_call(stream); }
+int cuStreamQuery(void *stream) { return handle_call(stream); }
 int cuEventRecord(void *event, void *stream) { return 0; }
 int cuEventRecordWithFlags(void *event, void *stream, unsigned flags) { return 0; }
-int cuEventQuery(void *event) { return 0; }
-int cuEventSynchronize(void *event) { return 0; }
+int cuEventQuery(void *event) { return handle_call(event); }
+int cuEventSynchronize(void *event) { return handle_call(event); }
 """
+EVENT, NOT_READY_EVENT, FAILING_STREAM = 0xE0, 0x600, 0x700
+DEVICE, SEGMENT = 0x7000_0000, 0x5500_0000      # a device allocation, a shared segment
 
 
 @pytest.fixture(scope="module")
@@ -442,30 +462,35 @@ def driver(tmp_path_factory):
     return path, ctypes.CDLL(str(path))
 
 
+def stub_value(lib, name, kind=ctypes.c_ulonglong):
+    return kind.in_dll(lib, name).value
+
+
 def last_launch(lib):
-    value = lambda name, t=ctypes.c_ulonglong: t.in_dll(lib, name).value  # noqa: E731
     dims = (ctypes.c_uint * 7).in_dll(lib, "last_dims")
-    size = value("last_size")
-    return (value("last_f"), tuple(dims), value("last_stream"),
-            value("last_params_null", ctypes.c_int), value("last_extra_null", ctypes.c_int),
+    size = stub_value(lib, "last_size")
+    return (stub_value(lib, "last_f"), tuple(dims), stub_value(lib, "last_stream"),
+            stub_value(lib, "last_params_null", ctypes.c_int),
+            stub_value(lib, "last_extra_null", ctypes.c_int),
             ctypes.string_at(ctypes.addressof(ctypes.c_ubyte.in_dll(lib, "last_args")), size))
 
 
-def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
-    """The GPU backend's launches: the C loop calls the driver's cuLaunchKernel (a stub
-    here) with the argument bytes where they lie in the ring; what the backend does not
-    know goes to orionLaunchKernel, which refuses it."""
+def stub_backend(path):
+    """The GPU backend's fast-path methods and handlers over the stub driver: a kernel
+    FUNC (8 argument bytes) and NO_PARAMS, STREAM and FAILING_STREAM, EVENT and
+    NOT_READY_EVENT, 4 KiB of device memory at DEVICE and a shared segment of 4 KiB at
+    SEGMENT (mapped at SEGMENT + 0x100000 here)."""
     import numpy as np
 
-    from orion_server.backends.cuda_kernels import KernelCalls
+    from orion_server.backends.cuda import CudaBackend
     from orion_server.backends.cuda_driver import Driver
-    path, lib = driver
-    client, worker = pair
+    from orion_server.backends.cuda_kernels import KernelCalls
 
     class StubDriverBackend(B.Backend):
-        launch_function = KernelCalls.launch_function
-        launch_args_size = KernelCalls.launch_args_size
-        launch_stream_known = KernelCalls.launch_stream_known
+        fast_functions = CudaBackend.fast_functions
+        fast_args_size = KernelCalls.fast_args_size
+        fast_stream_known = CudaBackend.fast_stream_known
+        fast_event_known = CudaBackend.fast_event_known
         orionLaunchKernel = KernelCalls.orionLaunchKernel
 
         def __init__(self):
@@ -473,13 +498,50 @@ def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
             self.driver = Driver(str(path))
             self.functions = {FUNC: (object(), np.array([0], dtype=np.uint64), 8),
                               NO_PARAMS: (object(), np.array([], dtype=np.uint64), 0)}
-            self.streams = {STREAM}
+            self.streams = {STREAM, FAILING_STREAM}
+            self.events = {EVENT, NOT_READY_EVENT}
+            self.generic = []
 
-    calls = lambda: ctypes.c_int.in_dll(lib, "calls").value  # noqa: E731
+        def fast_device_range(self, ptr, count):
+            return (DEVICE, 4096) if DEVICE <= ptr and ptr + count <= DEVICE + 4096 else None
+
+        def fast_segment(self, ptr, count):
+            if SEGMENT <= ptr and ptr + count <= SEGMENT + 4096:
+                return SEGMENT, 4096, SEGMENT + 0x100000
+            return None
+
+        def cudaStreamSynchronize(self, stream):
+            self.generic.append(("sync", stream))
+            return (0,)
+
+        def orionMemcpyShm(self, dst, src, count, kind, stream):
+            self.generic.append(("copy", dst, src, count))
+            return (B.cudaErrorInvalidValue,)
+    return StubDriverBackend()
+
+
+def reply_in_area(worker):
+    """(status, seq, flags) of the reply the ring's reply area holds."""
+    memory = ring_memory(worker)
+    try:
+        at = ring.HEADER_SIZE + worker.request_size + 16
+        magic, version, flags, status, _, seq = wire.REPLY.unpack_from(memory, at)
+        return status, seq, flags
+    finally:
+        memory.close()
+
+
+def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
+    """The GPU backend's launches: the C loop calls the driver's cuLaunchKernel (a stub
+    here) with the argument bytes where they lie in the ring; what the backend does not
+    know goes to orionLaunchKernel, which refuses it."""
+    path, lib = driver
+    client, worker = pair
+    calls = lambda: stub_value(lib, "calls", ctypes.c_int)  # noqa: E731
     before = calls()
     client.launch(args=b"ARGUMENT", grid=(4, 5, 6), block=(7, 8, 9), shared=96)
     client.launch(function=NO_PARAMS, stream=2)
-    session = Session(StubDriverBackend())
+    session = Session(stub_backend(path))
     serve_all(session, worker)
     assert calls() == before + 2
     assert last_launch(lib) == (NO_PARAMS, (1, 1, 1, 32, 1, 1, 0), 2, 1, 1, b"")
@@ -501,6 +563,105 @@ def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
     assert generic == ["orionLaunchKernel"]
     assert session.pending_error == B.cudaErrorInvalidValue
     assert calls() == before + 3
+
+
+def test_the_loop_answers_synchronous_calls(driver, pair):
+    """Stream and event synchronisation and queries: the loop calls the driver and
+    writes the reply itself; a query's "not ready" is a reply too."""
+    path, lib = driver
+    client, worker = pair
+    session = Session(stub_backend(path))
+    syncs = lambda: stub_value(lib, "syncs", ctypes.c_int)  # noqa: E731
+    before = syncs()
+    for name, handle, status in (("cudaStreamSynchronize", STREAM, 0),
+                                 ("cudaStreamSynchronize", 0, 0),     # legacy stream
+                                 ("cudaEventQuery", EVENT, 0),
+                                 ("cudaEventQuery", NOT_READY_EVENT, 600),
+                                 ("cudaEventSynchronize", EVENT, 0)):
+        client.call(name, struct.pack("<Q", handle))
+        delivered.clear()
+        replies, generic = serve_all(session, worker)
+        assert (replies, generic, delivered) == ([], [], [])
+        assert reply_in_area(worker) == (status, client.seq, 0)
+        assert stub_value(lib, "last_handle") == handle
+    assert syncs() == before + 5 and session.calls == 5
+
+
+def test_what_the_loop_does_not_reply_to_goes_to_python(driver, pair):
+    """An error from the driver, and an error owed from an earlier async call: Python
+    replies (and reports); an unknown stream: the generic path."""
+    path, lib = driver
+    client, worker = pair
+    session = Session(stub_backend(path))
+    client.call("cudaStreamSynchronize", struct.pack("<Q", FAILING_STREAM))
+    delivered.clear()
+    replies, generic = serve_all(session, worker)
+    assert generic == [] and [wire.parse_reply_header(r[0]) for r in delivered] == [(700, 1)]
+    assert session.sticky_error == 700
+
+    session = Session(stub_backend(path))
+    client.launch(function=0xBAD)                         # the stub fails it: 400, owed
+    session.backend.functions[0xBAD] = session.backend.functions[NO_PARAMS]
+    client.call("cudaStreamSynchronize", struct.pack("<Q", STREAM))
+    client.call("cudaStreamSynchronize", struct.pack("<Q", STREAM + 8))   # not the session's
+    replies, generic = serve_all(session, worker)
+    assert generic == ["cudaStreamSynchronize", "cudaStreamSynchronize"]
+    assert [r[0] for r in replies] == [400, 0]     # (this handler checks no stream)
+    assert session.backend.generic == [("sync", STREAM), ("sync", STREAM + 8)]
+
+
+def test_device_output_goes_with_the_reply(driver, pair, tmp_path):
+    """Output the driver printed is waiting: Python replies and carries it."""
+    from orion_server.device_output import DeviceOutputs
+    path, lib = driver
+    client, worker = pair
+    session = Session(stub_backend(path))
+    fds = [os.open(tmp_path / f"out{i}", os.O_WRONLY | os.O_CREAT) for i in range(2)]
+    session.outputs = DeviceOutputs(tuple(zip((wire.FLAG_OUTPUT, wire.FLAG_ERRORS), fds)))
+    client.call("cudaStreamSynchronize", struct.pack("<Q", STREAM))
+    delivered.clear()
+    serve_all(session, worker)
+    assert delivered == [] and reply_in_area(worker) == (0, 1, 0)    # nothing printed
+
+    os.write(fds[0], b"from the kernel\n")
+    client.call("cudaStreamSynchronize", struct.pack("<Q", STREAM))
+    serve_all(session, worker)
+    assert len(delivered) == 1
+    status, seq = wire.parse_reply_header(delivered[0][0])
+    assert (status, seq) == (0, 2) and bytes(delivered[0][1]) == b"from the kernel\n"
+    assert struct.unpack_from("<H", delivered[0][0], 6)[0] == wire.FLAG_OUTPUT
+
+
+def test_the_loop_copies_between_device_and_shared_memory(driver, pair):
+    """orionMemcpyShm both ways and async: the driver gets this process's address of
+    the shared bytes; a range that is not the session's goes to the handler."""
+    path, lib = driver
+    client, worker = pair
+    session = Session(stub_backend(path))
+    shm = struct.Struct("<QQQIQ")
+    local = SEGMENT + 0x100000
+    copies = lambda: stub_value(lib, "copies", ctypes.c_int)  # noqa: E731
+    before = copies()
+    client.call("orionMemcpyShm", shm.pack(SEGMENT + 8, DEVICE + 16, 4, 2, STREAM))    # D2H
+    serve_all(session, worker)
+    assert reply_in_area(worker) == (0, 1, 0)
+    assert (stub_value(lib, "copy_dst"), stub_value(lib, "copy_src"),
+            stub_value(lib, "copy_count"), stub_value(lib, "copy_stream")) == (
+                local + 8, DEVICE + 16, 4, STREAM)
+    client.call("orionMemcpyShmAsync", shm.pack(DEVICE, SEGMENT + 4000, 96, 1, 0),
+                wire.FLAG_ASYNC)                                                    # H2D
+    replies, generic = serve_all(session, worker)
+    assert (replies, generic) == ([], [])
+    assert (stub_value(lib, "copy_dst"), stub_value(lib, "copy_src"),
+            stub_value(lib, "copy_count")) == (DEVICE, local + 4000, 96)
+    assert copies() == before + 2 and session.calls == 2
+    for outside in (shm.pack(SEGMENT, DEVICE + 4090, 8, 2, STREAM),     # past the device
+                    shm.pack(SEGMENT + 4090, DEVICE, 8, 2, STREAM),     # past the segment
+                    shm.pack(SEGMENT, DEVICE, 8, 3, STREAM)):           # another kind
+        client.call("orionMemcpyShm", outside)
+        replies, generic = serve_all(session, worker)
+        assert generic == ["orionMemcpyShm"] and replies[0][0] == B.cudaErrorInvalidValue
+    assert copies() == before + 2
 
 
 def test_the_cpu_benchmark_runs(driver):
