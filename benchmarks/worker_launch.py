@@ -76,6 +76,7 @@ int cuEventRecord(void *event, void *stream) { return 0; }
 int cuEventRecordWithFlags(void *event, void *stream, unsigned flags) { return 0; }
 int cuEventQuery(void *event) { return 0; }
 int cuEventSynchronize(void *event) { return 0; }
+int cuCtxSynchronize(void) { return 0; }
 """
 KERNEL_SOURCE = r"""
 __global__ void empty_kernel() {}

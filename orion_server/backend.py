@@ -88,8 +88,9 @@ class Backend:
         """The C functions the call loop calls, by name in `struct
         orion_call_loop_setup`: `launch` (cuLaunchKernel's signature, the argument bytes
         as CU_LAUNCH_PARAM_BUFFER_POINTER), `stream_synchronize`, `event_query`,
-        `event_synchronize` (a handle -> a status) and `memcpy_async` (cuMemcpyAsync's:
-        dst, src, count, stream, unified addresses of this process). A call without its
+        `event_synchronize` (a handle -> a status), `context_synchronize` (the current
+        device's: -> a status) and `memcpy_async` (cuMemcpyAsync's: dst, src, count,
+        stream, unified addresses of this process). A call without its
         function takes the generic path. This one launches through `orionLaunchKernel`,
         so a backend's checks and errors hold for both paths."""
         if getattr(self, "orionLaunchKernel", None) is None:

@@ -10,7 +10,7 @@ takes 3.2-3.9 µs. So the loop is C (native/worker/call_loop.c, in liborion_work
 it walks the ring, checks each record, calls the backend's functions (the driver's
 themselves on the GPU backend) and writes the plain replies of synchronous calls. It
 takes kernel launches, `cudaStreamSynchronize`, `cudaEventQuery`,
-`cudaEventSynchronize` and copies between device memory and the session's shared
+`cudaEventSynchronize`, `cudaDeviceSynchronize` and copies between device memory and the session's shared
 memory (`orionMemcpyShm`, `orionMemcpyShmAsync`), and comes back to Python only for a
 decision:
 
@@ -52,7 +52,8 @@ LIBRARY = Path(__file__).resolve().parent / "lib" / "liborion_worker.so"
 _ID = {c.name: i for i, c in CALLS.items()}
 # the kinds of call the loop takes, in call_loop.c's order
 KINDS = ("orionLaunchKernel", "cudaStreamSynchronize", "cudaEventQuery",
-         "cudaEventSynchronize", "orionMemcpyShm", "orionMemcpyShmAsync")
+         "cudaEventSynchronize", "orionMemcpyShm", "orionMemcpyShmAsync",
+         "cudaDeviceSynchronize")
 # calls after which a handle, device memory or a shared segment the loop was told about
 # may be gone: it forgets everything
 FORGETS = frozenset(i for i, c in CALLS.items()
@@ -61,12 +62,13 @@ FORGETS = frozenset(i for i, c in CALLS.items()
 ffi = cffi.FFI()
 ffi.cdef("""
 struct orion_call_loop_setup {
-    uint64_t frames[6];
+    uint64_t frames[7];
     uint64_t header_sync, header_async;
-    uint32_t ids[6];
+    uint32_t ids[7];
     void *launch;
     void *stream_synchronize, *event_query, *event_synchronize;
     void *memcpy_async;
+    void *context_synchronize;
     int output_fds[2];
     volatile int *output_waiting;
 };

@@ -11,7 +11,7 @@
  *
  *   orionLaunchKernel (async)                      -> cuLaunchKernel (or a backend's)
  *   cudaStreamSynchronize, cudaEventQuery,
- *   cudaEventSynchronize                           -> the driver's, then the reply
+ *   cudaEventSynchronize, cudaDeviceSynchronize    -> the driver's, then the reply
  *   orionMemcpyShm (sync), orionMemcpyShmAsync     -> cuMemcpyAsync between a device
  *        range and the session's shared memory (+ cuStreamSynchronize, the reply)
  *
@@ -45,6 +45,7 @@ typedef int (*launch_fn)(uintptr_t function, unsigned gx, unsigned gy, unsigned 
                          unsigned bx, unsigned by, unsigned bz, unsigned shared,
                          uintptr_t stream, void **params, void **extra);
 typedef int (*handle_fn)(uintptr_t handle);
+typedef int (*context_fn)(void);
 typedef int (*memcpy_fn)(uintptr_t dst, uintptr_t src, size_t count, uintptr_t stream);
 
 /* Why a run stopped: what Python does next (fast_path.py). */
@@ -64,7 +65,7 @@ enum {
 
 /* The calls the loop takes, by kind. */
 enum { CALL_LAUNCH, CALL_STREAM_SYNC, CALL_EVENT_QUERY, CALL_EVENT_SYNC, CALL_MEMCPY,
-       CALL_MEMCPY_ASYNC, CALLS };
+       CALL_MEMCPY_ASYNC, CALL_DEVICE_SYNC, CALLS };
 
 #define TABLE_BITS 12         /* handle tables: open addressing, 4096 slots, */
 #define TABLE_SIZE (1 << TABLE_BITS)
@@ -150,6 +151,7 @@ struct orion_call_loop_setup {
     launch_fn launch;         /* NULL: launches take the generic path; so for the rest */
     handle_fn stream_synchronize, event_query, event_synchronize;
     memcpy_fn memcpy_async;
+    context_fn context_synchronize;   /* the current device's */
     int output_fds[2];        /* pipes of device printf, -1: none (fflush + poll) */
     volatile int *output_waiting;   /* set while output sits read but not sent */
 };
@@ -454,6 +456,12 @@ int orion_call_loop_run(struct orion_call_loop *l, struct orion_call_run *run)
                                      m.stream);
             if (status == 0 && kind == CALL_MEMCPY)
                 status = s->stream_synchronize(m.stream);
+        } else if (kind == CALL_DEVICE_SYNC) {
+            if (!s->context_synchronize || !run->may_reply) {
+                stop = STOP_GENERIC;
+                break;
+            }
+            status = s->context_synchronize();
         } else {
             struct handle_record h;
             memcpy(&h, p, sizeof h);

@@ -4,7 +4,7 @@ cuda-python's wrappers cost microseconds of argument conversion per call (DESIGN
 1.4-2.9 µs for a `cudaStreamQuery`), which a synchronous round trip pays on top of
 everything else. The calls every round trip or launch makes go to the driver through
 cffi instead (~0.3 µs): launches, the copies of the memcpy handlers, stream and event
-synchronisation, queries and records. The runtime's handles are the driver's (a
+synchronisation (the current context's too), queries and records. The runtime's handles are the driver's (a
 cudaStream_t is a CUstream, cudaStreamLegacy and cudaStreamPerThread are
 CU_STREAM_LEGACY and CU_STREAM_PER_THREAD) and so are the status codes.
 
@@ -33,6 +33,7 @@ int cuEventRecord(uintptr_t event, uintptr_t stream);
 int cuEventRecordWithFlags(uintptr_t event, uintptr_t stream, unsigned int flags);
 int cuEventQuery(uintptr_t event);
 int cuEventSynchronize(uintptr_t event);
+int cuCtxSynchronize(void);
 """)
 _BUFFER_POINTER, _BUFFER_SIZE = 1, 2      # CU_LAUNCH_PARAM_BUFFER_POINTER, _SIZE
 NULL = _ffi.NULL
@@ -55,7 +56,8 @@ class Driver:
         self.addresses = {name: int(_ffi.cast("uintptr_t", function)) for name, function in (
             ("launch", lib.cuLaunchKernel), ("stream_synchronize", lib.cuStreamSynchronize),
             ("event_query", lib.cuEventQuery), ("event_synchronize", lib.cuEventSynchronize),
-            ("memcpy_async", lib.cuMemcpyAsync))}
+            ("memcpy_async", lib.cuMemcpyAsync),
+            ("context_synchronize", lib.cuCtxSynchronize))}
         self.size = _ffi.new("size_t *")
         # {BUFFER_POINTER, <args>, BUFFER_SIZE, &size, END}, reused by every launch:
         # a launch stores its argument bytes' address in extra[1], their length in size[0]

@@ -449,6 +449,7 @@ int cuEventRecord(void *event, void *stream) { return 0; }
 int cuEventRecordWithFlags(void *event, void *stream, unsigned flags) { return 0; }
 int cuEventQuery(void *event) { return handle_call(event); }
 int cuEventSynchronize(void *event) { return handle_call(event); }
+int cuCtxSynchronize(void) { return handle_call((void *)0xC7); }
 """
 EVENT, NOT_READY_EVENT, FAILING_STREAM = 0xE0, 0x600, 0x700
 DEVICE, SEGMENT = 0x7000_0000, 0x5500_0000      # a device allocation, a shared segment
@@ -566,8 +567,8 @@ def test_the_loop_calls_the_gpu_backends_driver(driver, pair):
 
 
 def test_the_loop_answers_synchronous_calls(driver, pair):
-    """Stream and event synchronisation and queries: the loop calls the driver and
-    writes the reply itself; a query's "not ready" is a reply too."""
+    """Stream, event and device synchronisation and queries: the loop calls the driver
+    and writes the reply itself; a query's "not ready" is a reply too."""
     path, lib = driver
     client, worker = pair
     session = Session(stub_backend(path))
@@ -577,14 +578,15 @@ def test_the_loop_answers_synchronous_calls(driver, pair):
                                  ("cudaStreamSynchronize", 0, 0),     # legacy stream
                                  ("cudaEventQuery", EVENT, 0),
                                  ("cudaEventQuery", NOT_READY_EVENT, 600),
-                                 ("cudaEventSynchronize", EVENT, 0)):
-        client.call(name, struct.pack("<Q", handle))
+                                 ("cudaEventSynchronize", EVENT, 0),
+                                 ("cudaDeviceSynchronize", None, 0)):
+        client.call(name, b"" if handle is None else struct.pack("<Q", handle))
         delivered.clear()
         replies, generic = serve_all(session, worker)
         assert (replies, generic, delivered) == ([], [], [])
         assert reply_in_area(worker) == (status, client.seq, 0)
-        assert stub_value(lib, "last_handle") == handle
-    assert syncs() == before + 5 and session.calls == 5
+        assert stub_value(lib, "last_handle") == (0xC7 if handle is None else handle)
+    assert syncs() == before + 6 and session.calls == 6
 
 
 def test_what_the_loop_does_not_reply_to_goes_to_python(driver, pair):
