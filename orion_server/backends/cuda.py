@@ -88,11 +88,11 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
             raise B.CudaError(B.cudaErrorInvalidValue, f"0x{ptr:x}+{size} is not this session's")
 
     def _check_stream(self, stream: int) -> None:
-        if stream not in SPECIAL_STREAMS and stream not in self.streams:
+        if not self.fast_stream_known(stream):
             raise B.CudaError(B.cudaErrorInvalidResourceHandle, f"unknown stream 0x{stream:x}")
 
     def _check_event(self, event: int) -> None:
-        if event not in self.events:
+        if not self.fast_event_known(event):
             raise B.CudaError(B.cudaErrorInvalidResourceHandle, f"unknown event 0x{event:x}")
 
     def _check(self, kind: str, handle: int) -> None:
