@@ -17,7 +17,7 @@ decision:
 - a function, stream or event handle, a device range or a range of shared memory it
   does not know yet: the backend says whether it is the session's
   (`Backend.fast_*`) and the loop remembers the answer until a call that may end one
-  (`FORGETS`: destroys, frees, resets, detaches) or another device;
+  (`FORGETS`: destroys, frees, resets, detaches, graph launches) or another device;
 - a compute turn (`Session.before_compute`), before the first launch and when the
   turn's time is up;
 - a failed asynchronous call: its status is kept for the next synchronous call (sticky
@@ -55,9 +55,9 @@ KINDS = ("orionLaunchKernel", "cudaStreamSynchronize", "cudaEventQuery",
          "cudaEventSynchronize", "orionMemcpyShm", "orionMemcpyShmAsync",
          "cudaDeviceSynchronize")
 # calls after which a handle, device memory or a shared segment the loop was told about
-# may be gone: it forgets everything
-FORGETS = frozenset(i for i, c in CALLS.items()
-                    if re.search("Destroy|Free|Reset|Detach|Unregister|Unload|Trim", c.name))
+# may be gone (a graph launch may free what its graph allocated): it forgets everything
+FORGETS = frozenset(i for i, c in CALLS.items() if re.search(
+    "Destroy|Free|Reset|Detach|Unregister|Unload|Trim|GraphLaunch", c.name))
 
 ffi = cffi.FFI()
 ffi.cdef("""
