@@ -23,6 +23,7 @@ from .cuda_common import MAX_ATTR, SPECIAL_STREAMS, status, valid_attr
 from .cuda_graphs import GraphCalls
 from .cuda_kernels import KernelCalls
 from .cuda_driver import Driver
+from .cuda_reply_buffers import ReplyBuffers
 from .cuda_memory import MemoryCalls
 from .cuda_nvml import NvmlCalls
 from .cuda_objects import ObjectCalls
@@ -50,6 +51,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         self._stub = None                            # C entry of host functions
         self._launch_host_func = None                # the driver's, loaded on first use
         self.driver = Driver()                       # the hot calls, through cffi
+        self.reply_buffers = ReplyBuffers()          # downloads over the socket
         self._activate()
 
     # ---- device selection ----

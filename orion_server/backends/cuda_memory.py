@@ -131,9 +131,12 @@ class MemoryCalls:
 
     def orionMemcpyDtoH(self, count: int, src: int, _count: int, stream: int):
         self._check_range(src, count)
-        # the reply frame itself (sent without a copy); the copy writes every byte, so
-        # no zero fill (a bytearray's cost ~30 us per MiB, on every chunk of a download)
-        out = np.empty(count, dtype=np.uint8)
+        # the reply frame itself (sent without a copy): page-locked where one is free
+        # (cuda_reply_buffers.py); the copy writes every byte, so no zero fill (a
+        # bytearray's cost ~30 us per MiB, on every chunk of a download)
+        out = self.reply_buffers.take(count)
+        if out is None:
+            out = np.empty(count, dtype=np.uint8)
         err = self._copy(out.ctypes.data, src, count, stream, True)
         return (err,) if err else (0, out)
 
