@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             client = worker_launch.Client(tmp)
             call_ring = ring.CallRing(client.name)
             if fast:
-                fast_path.attach(session, call_ring, worker.STICKY_ERRORS,
+                fast_path.attach(session, call_ring,
                                  lambda reply: call_ring.reply(0, reply))
             try:
                 stages = measure(client, call_ring, session, request, opts, fast)

@@ -96,8 +96,8 @@ class Backend:
         if getattr(self, "orionLaunchKernel", None) is None:
             return {}
         if getattr(self, "_handler_launch", None) is None:
-            from .fast_path import handler_launch
-            self._handler_launch = handler_launch(self.orionLaunchKernel)
+            from .fast_path import HandlerLaunch
+            self._handler_launch = HandlerLaunch(self.orionLaunchKernel)
         return {"launch": self._handler_launch.address}
 
     def fast_args_size(self, function: int) -> int | None:

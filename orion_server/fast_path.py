@@ -158,11 +158,10 @@ class FastPath:
     """`CallRing.fast` of a session: `path(tail, head)` takes the run of records from
     `tail` the loop knows and returns the tail after them."""
 
-    def __init__(self, lib, session, call_ring: ring.CallRing, sticky_errors, functions,
-                 deliver):
+    def __init__(self, lib, session, call_ring: ring.CallRing, functions, deliver):
         """`functions`: the backend's (Backend.fast_functions); `deliver(reply)`: sends
         the frames of a reply (the ring's reply area, or the socket)."""
-        self.lib, self.session, self.sticky, self.deliver = lib, session, sticky_errors, deliver
+        self.lib, self.session, self.deliver = lib, session, deliver
         setup = ffi.new("struct orion_call_loop_setup *")
         setup.frames = FRAMES
         setup.header_sync, setup.header_async = HEADER_SYNC, HEADER_ASYNC
@@ -250,16 +249,11 @@ class FastPath:
         """Keep a failed async call's status for the next synchronous call; True when
         it is sticky (the run ends: the session answers nothing else from now on)."""
         session = self.session
-        if status != B.cudaErrorNotReady:
-            log.info("an asynchronous call returned %d", status)
+        session.report_error("an asynchronous call", status)
         if not session.pending_error:
             session.pending_error = status
-        run = self.run
-        run.may_reply = 0
-        if status in self.sticky:
-            session.sticky_error = status
-            return True
-        return False
+        self.run.may_reply = 0
+        return bool(session.sticky_error)
 
     def timeout(self, timeout_s: float) -> float:
         """The wait for the next request after a run: the session's, as _serve_ring
@@ -267,7 +261,7 @@ class FastPath:
         return self.session.wait_s(timeout_s)
 
 
-class handler_launch:
+class HandlerLaunch:
     """A C launch function (LAUNCH_TYPE, at `address`) that calls a backend's
     `orionLaunchKernel` handler: the loop's launches on backends without a driver (the
     host backend, test backends), with their checks and errors."""
@@ -290,7 +284,7 @@ class handler_launch:
         self.address = int(ffi.cast("uintptr_t", self.callback))
 
 
-def attach(session, call_ring: ring.CallRing, sticky_errors, deliver) -> None:
+def attach(session, call_ring: ring.CallRing, deliver) -> None:
     """Let the session's calls on this ring take the C loop, where the backend has
     functions for it and the worker's library is built."""
     functions = session.backend.fast_functions()
@@ -301,4 +295,4 @@ def attach(session, call_ring: ring.CallRing, sticky_errors, deliver) -> None:
     except (OSError, RuntimeError) as e:
         log.error("every call takes the generic path: %s", e)
         return
-    call_ring.fast = FastPath(lib, session, call_ring, sticky_errors, functions, deliver)
+    call_ring.fast = FastPath(lib, session, call_ring, functions, deliver)

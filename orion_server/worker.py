@@ -92,24 +92,30 @@ class Session:
         if status == 0 and self.pending_error and req.call_id not in QUERIES:
             status, payload, bulk_out = self.pending_error, b"", []
             self.pending_error = 0
-        flags, printed = 0, []
-        if self.outputs is not None and (status or req.call_id in SYNCING):
-            flags, printed = self.outputs.take()
-        return [wire.pack_reply_header(status, req.seq, flags) + payload, *bulk_out, *printed]
+        return self._reply(req.call_id, req.seq, status, payload, bulk_out)
 
     def answer(self, call_id: int, seq: int, status: int) -> list:
         """The reply to a synchronous call the fast path made (fast_path.py), which
         returned `status`: as `handle` replies (the status reported, device output
         taken); no error was owed before it."""
         if status:
-            if status != B.cudaErrorNotReady:
-                log.info("%s returned %d", CALLS[call_id].name, status)
-            if status in STICKY_ERRORS:
-                self.sticky_error = status
+            self.report_error(CALLS[call_id].name, status)
+        return self._reply(call_id, seq, status)
+
+    def report_error(self, name: str, status: int) -> None:
+        """Report a call's error status; a sticky one ends the session's calls."""
+        if status != B.cudaErrorNotReady:
+            log.info("%s returned %d", name, status)
+        if status in STICKY_ERRORS:
+            self.sticky_error = status
+
+    def _reply(self, call_id: int, seq: int, status: int, payload: bytes = b"",
+               bulk_out=()) -> list:
+        """A reply's frames, with the device output an error or a sync call takes."""
         flags, printed = 0, []
         if self.outputs is not None and (status or call_id in SYNCING):
             flags, printed = self.outputs.take()
-        return [wire.pack_reply_header(status, seq, flags), *printed]
+        return [wire.pack_reply_header(status, seq, flags) + payload, *bulk_out, *printed]
 
     def before_compute(self, device: int) -> float:
         """A compute turn on vGPU `device`'s GPU; when it ends (ComputeGate.before_compute)."""
@@ -153,10 +159,7 @@ class Session:
             status, *outs = handler(*args)
             status = int(status)
             if status:
-                if status != B.cudaErrorNotReady:
-                    log.info("%s returned %d", call.name, status)
-                if status in STICKY_ERRORS:
-                    self.sticky_error = status
+                self.report_error(call.name, status)
                 return status, b"", []
             if call.is_async:    # nothing goes back: skip the reply's encoding
                 return 0, b"", []
@@ -276,7 +279,7 @@ def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Sessio
             call_ring.reply_on_socket(seq)
 
     # the calls of a training step skip Session.handle (fast_path.py does what it does)
-    fast_path.attach(session, call_ring, STICKY_ERRORS, deliver)
+    fast_path.attach(session, call_ring, deliver)
     try:
         while True:
             frames = call_ring.next_request(session.wait_s(RING_IDLE_S))

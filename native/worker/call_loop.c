@@ -77,7 +77,6 @@ enum { CALL_LAUNCH, CALL_STREAM_SYNC, CALL_EVENT_QUERY, CALL_EVENT_SYNC, CALL_ME
 #define CLIENT_SLEEPING_WORD32 18   /* u32 words */
 #define HEADER_BYTES 256
 #define PUBLISH_EVERY 32      /* launches between stores of the tail during a run */
-#define ASYNC_FLAG 1          /* request header flag */
 #define NOT_READY 600         /* cudaErrorNotReady: a query's answer, not a failure */
 #define HOST_TO_DEVICE 1      /* cudaMemcpyKind */
 #define DEVICE_TO_HOST 2

@@ -3,8 +3,9 @@
 Most runtime calls are replayed 1:1 with `cuda.bindings.runtime` (it shares the
 primary context with the driver API); modules and kernels go through
 `cuda.bindings.driver`; launches, copies and the stream and event calls of synchronous
-round trips go to the driver through cffi (cuda_driver.py: cheaper per call). Everything the client names (device pointers, streams, events,
-graphs, pools, kernels) is checked against what this session created before it reaches
+round trips go to the driver through cffi (cuda_driver.py: cheaper per call).
+Everything the client names (device pointers, streams, events, graphs, pools, kernels)
+is checked against what this session created before it reaches
 the driver, so a bogus or foreign handle gets an error, never another session's memory
 and never a crashed worker. The vGPU's memory size is enforced in one place
 (`_reserve`), before the real allocation.
@@ -115,6 +116,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
                 attrs[attr] = value
         name = name.split(b"\0")[0].decode()
         return (0, B.pack_snapshot(name, v.vgpu_uuid, v.memory_bytes, attrs))
+
     def drain(self, gpu_index: int) -> None:
         current = self.vgpus[self.device].gpu_index
         if gpu_index != current:
@@ -122,6 +124,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         rt.cudaDeviceSynchronize()   # sticky errors stay for the client's next call
         if gpu_index != current:
             rt.cudaSetDevice(current)
+
     # ---- the fast path's (fast_path.py: the C loop calls the driver itself) ----
     def fast_functions(self) -> dict[str, int]:
         return self.driver.addresses

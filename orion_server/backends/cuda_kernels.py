@@ -9,7 +9,7 @@ from cuda.bindings import runtime as rt
 
 from .. import backend as B
 from . import fatbin
-from .cuda_common import DIM3, FUNC_ATTR_ORDER, FUNC_ATTRS, SPECIAL_STREAMS, status
+from .cuda_common import DIM3, FUNC_ATTR_ORDER, FUNC_ATTRS, status
 
 
 class KernelCalls:
@@ -87,7 +87,7 @@ class KernelCalls:
         entry = self.functions.get(function)
         if entry is None:
             return (B.cudaErrorInvalidResourceHandle,)
-        if stream not in self.streams and stream not in SPECIAL_STREAMS:
+        if not self.fast_stream_known(stream):
             return (B.cudaErrorInvalidResourceHandle,)
         if len(args) != size or size != entry[2]:    # the driver would read past them
             return (B.cudaErrorInvalidValue,)

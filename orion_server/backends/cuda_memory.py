@@ -97,13 +97,11 @@ class MemoryCalls:
             return (0, 0)
 
     def _on_stream(self, copy, stream: int, sync: bool) -> int:
-        """Issue `copy` (an async call, returning a status or a 1-tuple of one) on a
+        """Issue `copy` (an async call, returning `(status,)` as the runtime's do) on a
         checked stream; with `sync`, wait for the stream as the synchronous form of the
         call would."""
         self._check_stream(stream)
-        err = copy()
-        if not isinstance(err, int):
-            (err,) = err
+        (err,) = copy()
         if not err and sync:
             err = self.driver.stream_synchronize(stream)
         return status(err)
@@ -111,7 +109,7 @@ class MemoryCalls:
     def _copy(self, dst: int, src: int, count: int, stream: int, sync: bool):
         """A copy between checked pointers (device ranges, the session's segments, frames
         of this request), straight to the driver (cuda_driver.py)."""
-        return self._on_stream(lambda: self.driver.memcpy_async(dst, src, count, stream),
+        return self._on_stream(lambda: (self.driver.memcpy_async(dst, src, count, stream),),
                                stream, sync)
 
     def _peer_copy(self, dst: int, src: int, count: int, stream: int, sync: bool):

@@ -23,7 +23,7 @@ from orion_server import backend as B
 from orion_server import fast_path, ring, wire
 from orion_server import worker as worker_module
 from orion_server.generated.cudart_table import CALLS
-from orion_server.worker import STICKY_ERRORS, Session
+from orion_server.worker import Session
 
 ROOT = Path(__file__).resolve().parents[2]
 ID = {c.name: i for i, c in CALLS.items()}
@@ -145,7 +145,7 @@ def serve_all(session, worker, fast=True):
     """What _serve_ring does, until the ring is empty: the replies Session.handle made,
     and the calls that went through it (by name)."""
     if fast:
-        fast_path.attach(session, worker, STICKY_ERRORS, delivered.append)
+        fast_path.attach(session, worker, delivered.append)
     replies, generic = [], []
     while (frames := worker.next_request(0.01)) is not None:
         generic.append(CALLS[wire.parse_request_header(frames[0].buffer).call_id].name)
@@ -334,7 +334,7 @@ def test_after_a_run_the_wait_is_the_sessions_idle_timeout(pair):
     session = Session(LaunchBackend())
     turns = gated(session, lambda n: math.inf)
     session.wait_s = lambda default: 0.01 if turns else default
-    fast_path.attach(session, worker, STICKY_ERRORS, delivered.append)
+    fast_path.attach(session, worker, delivered.append)
     started = time.monotonic()
     assert worker.next_request(30.0) is None
     assert time.monotonic() - started < 5 and turns == [0]
@@ -383,7 +383,7 @@ def test_broken_launch_records_still_end_the_ring(pair):
     memory[second + 4:second + 6] = struct.pack("<H", 200)   # too many frames
     memory.close()
     session = Session(LaunchBackend())
-    fast_path.attach(session, worker, STICKY_ERRORS, delivered.append)
+    fast_path.attach(session, worker, delivered.append)
     with pytest.raises(ring.RingError):
         worker.next_request(0.01)
     assert len(session.backend.done) == 1
