@@ -166,15 +166,26 @@ static cudaError_t staged_copy(staging *st, void *dst, const void *src, size_t c
 /* Bytes on the socket (across hosts, or where shared memory is unavailable) go in
  * frames of at most WIRE_CHUNK: libzmq moves many small messages far faster than one
  * large one, and the worker copies each chunk to the GPU while the next one arrives.
+ *
  * The chunks of a host-to-device copy are sent without waiting, all but the last of a
  * synchronous one too; its last chunk's reply carries any error of the earlier ones.
+ * Their bytes are lent to libzmq, not copied (orion_lent), and the copy returns once
+ * libzmq has written them, as CUDA's upload from pageable memory returns once its source
+ * is consumed, async or not. Copying into messages instead cost the client a memcpy and,
+ * worse, page faults: glibc hands libzmq's 1 MiB message buffers back to the kernel
+ * between copies (~190,000 faults/s at 3.6 GB/s on the H100 host; benchmarks/NOTES.md).
+ * An async upload from page-locked memory waits for the wire too, where CUDA's returns
+ * at once: over a socket, the copy into messages it would take instead is hardly quicker.
+ *
  * A device-to-host copy asks for its chunks a few at a time (orion_call_pipelined): the
  * worker reads the next chunk from the GPU while this one crosses the wire and lands in
  * the caller's memory. Its bytes come back in the replies, so even the async form
- * returns once they are in (as CUDA's copies to pageable memory do). */
+ * returns once they are in (as CUDA's copies to pageable memory do).
+ *
+ * orionMemcpyHtoD[Async](dst, src: in_buf, count, stream) and orionMemcpyDtoH(dst:
+ * out_buf, src, count, stream) are built here with their arguments in the order the
+ * generated stubs (native/generated/cudart_stubs.c) send them. */
 #define WIRE_CHUNK (1u << 20)
-/* orionMemcpyDtoH(dst: out_buf, src, count, stream) is built here with its arguments in
- * the order the generated stub (native/generated/cudart_stubs.c) sends them */
 
 typedef struct {
     char *dst;
@@ -196,6 +207,21 @@ static void dtoh_chunk(orion_msg *m, size_t i, void *ctx)
     orion_put(m, &c->stream, sizeof c->stream);
 }
 
+static cudaError_t htod_chunk(char *dst, const char *src, size_t n, cudaStream_t stream,
+                              int wait, orion_lent *lent)
+{
+    orion_msg m;
+    orion_begin(&m, wait ? ORION_CALL_ID_orionMemcpyHtoD : ORION_CALL_ID_orionMemcpyHtoDAsync,
+                wait ? 0 : ORION_ASYNC);
+    orion_put(&m, &dst, sizeof dst);
+    orion_put_buf(&m, src, n);
+    orion_put(&m, &n, sizeof n);
+    orion_put(&m, &stream, sizeof stream);
+    m.lent = lent;
+    cudaError_t err = wait ? orion_call(&m) : orion_send(&m);
+    return orion_end(&m, err);
+}
+
 static cudaError_t wire_copy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream, int is_async)
 {
@@ -205,14 +231,14 @@ static cudaError_t wire_copy(void *dst, const void *src, size_t count, enum cuda
                                                dtoh_chunk, &c);
         return err == cudaSuccess ? err : orion_fail(err);
     }
+    orion_lent *lent = orion_lent_new();
     cudaError_t err = cudaSuccess;
     for (size_t done = 0; err == cudaSuccess && done < count; done += WIRE_CHUNK) {
         size_t n = count - done < WIRE_CHUNK ? count - done : WIRE_CHUNK;
-        int last = done + n == count;
-        err = is_async || !last
-                  ? orionMemcpyHtoDAsync((char *)dst + done, (const char *)src + done, n, stream)
-                  : orionMemcpyHtoD((char *)dst + done, (const char *)src + done, n, stream);
+        err = htod_chunk((char *)dst + done, (const char *)src + done, n, stream,
+                         !is_async && done + n == count, lent);
     }
+    orion_lent_return(lent);
     return err;
 }
 

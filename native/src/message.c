@@ -34,6 +34,7 @@ void orion_begin(orion_msg *m, uint32_t call_id, unsigned flags)
     m->reply = NULL;
     m->reply_len = m->reply_pos = 0;
     m->failed = 0;
+    m->lent = NULL;
     uint16_t device = 0;
     cudaError_t err = orion_init();
     m->session = err == cudaSuccess ? orion_session_of(orion_current_device(), &device) : NULL;

@@ -19,6 +19,7 @@
 #define ORION_MAX_DEVICES 64
 
 typedef struct orion_session orion_session;
+typedef struct orion_lent orion_lent;
 
 /* One request under construction, and then its reply. Lives on the caller's stack. */
 typedef struct orion_msg {
@@ -34,6 +35,7 @@ typedef struct orion_msg {
     uint8_t *reply;                 /* packed out values, after the reply header */
     size_t reply_len, reply_pos;
     int failed;                     /* a put could not allocate: answer with an error */
+    orion_lent *lent;               /* set: big in_bufs go on the socket uncopied */
     uint8_t inline_args[ORION_INLINE_ARGS];
 } orion_msg;
 
@@ -80,6 +82,12 @@ cudaError_t orion_session_call(orion_session *s, orion_msg *m);
  * overlaps the worker's. The session stays locked meanwhile. */
 cudaError_t orion_session_call_overlapped(orion_session *s, orion_msg *m,
                                           void (*work)(void *ctx), void *ctx);
+/* Bulk bytes lent to the socket instead of copied into messages (uploads over tcp://):
+ * a request whose m->lent is set hands libzmq its big in_bufs as they are, and
+ * orion_lent_return waits until libzmq has written them all (or the session is lost),
+ * so the caller's memory may change after it. NULL when out of memory: then copy. */
+orion_lent *orion_lent_new(void);
+void orion_lent_return(orion_lent *lent);
 /* The calling thread's next synchronous call is expected to take about ns (a big copy):
  * its wait on the call ring stays awake that long instead of sleeping after a short spin
  * (native cudaMemcpy spins too). One call only; 0 clears it. */

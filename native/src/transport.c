@@ -167,16 +167,96 @@ static void drain_monitor(orion_session *s)
     }
 }
 
+/* Frames libzmq holds of a lender's memory, plus one for the lender; freed by whoever
+ * drops the last (a frame may outlive a lender that gave up on a lost session). */
+struct orion_lent {
+    int refs;
+    orion_session *session;   /* the one its frames went to */
+};
+
+/* Below this a copy into the message costs less than the wait for its release. */
+#define LEND_MIN (64u << 10)
+
+orion_lent *orion_lent_new(void)
+{
+    orion_lent *lent = calloc(1, sizeof *lent);
+    if (lent)
+        lent->refs = 1;
+    return lent;
+}
+
+static void lent_drop(orion_lent *lent)
+{
+    if (__atomic_sub_fetch(&lent->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(lent);
+}
+
+/* libzmq's free function for a lent frame (its I/O thread, once the bytes are written) */
+static void lent_released(void *data, void *hint)
+{
+    (void)data;
+    lent_drop(hint);
+}
+
+/* Released frames come back within microseconds of their bytes reaching the kernel, so
+ * the wait spins a little, then naps; a session that died keeps its frames unwritten. */
+#define LENT_SPIN_NS 20000
+#define LENT_NAP_US 20
+#define LENT_CHECK_NS 100000000LL
+
+void orion_lent_return(orion_lent *lent)
+{
+    if (!lent)
+        return;
+    long long start = orion_now_ns(), checked = start;
+    while (__atomic_load_n(&lent->refs, __ATOMIC_ACQUIRE) > 1) {
+        long long now = orion_now_ns();
+        if (now - start < LENT_SPIN_NS) {
+            orion_cpu_relax();
+            continue;
+        }
+        if (now - checked >= LENT_CHECK_NS) {
+            orion_session *s = lent->session;
+            pthread_mutex_lock(&s->lock);
+            drain_monitor(s);
+            int dead = s->dead;
+            pthread_mutex_unlock(&s->lock);
+            if (dead)
+                break;   /* no connection reads them now, and none will (no reconnect) */
+            checked = now;
+        }
+        usleep(LENT_NAP_US);
+    }
+    lent_drop(lent);
+}
+
+/* One frame of a request's bulk bytes: lent where the request allows, copied otherwise. */
+static int send_bytes(orion_session *s, const orion_msg *m, int i, int flags)
+{
+    if (m->lent && m->in_len[i] >= LEND_MIN) {
+        zmq_msg_t part;
+        __atomic_add_fetch(&m->lent->refs, 1, __ATOMIC_ACQ_REL);
+        m->lent->session = s;
+        if (zmq_msg_init_data(&part, (void *)m->in_buf[i], m->in_len[i], lent_released,
+                              m->lent) == 0) {
+            if (zmq_msg_send(&part, s->sock, flags) >= 0)
+                return 0;
+            zmq_msg_close(&part);   /* releases it */
+            return -1;
+        }
+        lent_drop(m->lent);
+    }
+    return zmq_send(s->sock, m->in_len[i] ? m->in_buf[i] : "", m->in_len[i], flags);
+}
+
 static cudaError_t socket_send(orion_session *s, orion_msg *m)
 {
     int more = m->n_in ? ZMQ_SNDMORE : 0;
     if (zmq_send(s->sock, m->args, m->len, more) < 0)
         return ORION_TRANSPORT_ERROR;
-    for (int i = 0; i < m->n_in; i++) {
-        int flags = i + 1 < m->n_in ? ZMQ_SNDMORE : 0;
-        if (zmq_send(s->sock, m->in_len[i] ? m->in_buf[i] : "", m->in_len[i], flags) < 0)
+    for (int i = 0; i < m->n_in; i++)
+        if (send_bytes(s, m, i, i + 1 < m->n_in ? ZMQ_SNDMORE : 0) < 0)
             return ORION_TRANSPORT_ERROR;
-    }
     return cudaSuccess;
 }
 

@@ -37,3 +37,20 @@ def test_memory_c_builds_orionMemcpyShm_as_the_generated_stub_does():
     body = body[:body.index("\n}\n")]
     assert re.findall(r"orion_put\(&m, &(\w+), sizeof", body) == [
         "dst", "src", "n", "kind", "stream"]
+
+
+def test_memory_c_builds_orionMemcpyHtoD_as_the_generated_stubs_do():
+    source = (ROOT / "native" / "src" / "memory.c").read_text()
+    body = source[source.index("static cudaError_t htod_chunk"):]
+    body = body[:body.index("\n}\n")]
+    assert ("wait ? ORION_CALL_ID_orionMemcpyHtoD : ORION_CALL_ID_orionMemcpyHtoDAsync"
+            in body)
+    assert "wait ? 0 : ORION_ASYNC" in body
+    for name, is_async in (("orionMemcpyHtoD", False), ("orionMemcpyHtoDAsync", True)):
+        call = next(c for c in CALLS.values() if c.name == name)
+        assert call.is_async == is_async
+        assert [(p.kind, p.fmt) for p in call.params] == [
+            ("val", "Q"), ("in_buf", "Q"), ("val", "Q"), ("val", "Q")]
+    # htod_chunk puts dst, the bytes (their length), count, stream
+    assert re.findall(r"orion_put(?:_buf)?\(&m, &?(\w+)", body) == [
+        "dst", "src", "n", "stream"]
