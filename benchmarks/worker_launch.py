@@ -90,7 +90,8 @@ class CFrame(ctypes.Structure):
 
 
 def gcc_shared(source_path: Path, out: Path, *extra: str) -> Path:
-    """A shared library of one C file (for the ring's client side and the stub driver)."""
+    """A shared library of a C file and any further sources or flags (for the ring's
+    client side and the stub driver)."""
     subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(out), str(source_path),
                     *extra], check=True)
     return out
@@ -100,8 +101,9 @@ class Client:
     """The client's half of the ring (native/src/ring.c through ctypes)."""
 
     def __init__(self, tmp: Path):
-        lib = ctypes.CDLL(str(gcc_shared(ROOT / "native" / "src" / "ring.c",
-                                         tmp / "libring.so", "-lrt")))
+        src = ROOT / "native" / "src"
+        lib = ctypes.CDLL(str(gcc_shared(src / "ring.c", tmp / "libring.so",
+                                         str(src / "shm_object.c"), "-lrt")))
         lib.orion_ring_create.restype = ctypes.c_void_p
         lib.orion_ring_name.restype = ctypes.c_char_p
         lib.orion_ring_name.argtypes = [ctypes.c_void_p]

@@ -4,6 +4,10 @@ The client names each segment (POSIX shm, "/orion-<pid>-<n>") and says at which 
 it mapped it; host pointers inside a segment arrive as client addresses and are
 translated here. Only names of that form are opened, and every translated range must
 lie inside one segment, so a client can reach nothing else of the worker's memory.
+
+A segment's name lives until the client frees it or exits; one that died leaves its
+names behind, so the worker removes those it still has mapped when the session ends
+(`remove_names`).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class Segment:
     size: int
     local_base: int
     mapping: mmap.mmap
+    file_id: tuple[int, int]   # (st_dev, st_ino): the object this name meant at attach
 
 
 class Segments:
@@ -42,13 +47,14 @@ class Segments:
         except OSError as e:
             raise CudaError(cudaErrorInvalidValue, f"cannot open {name}: {e}") from None
         try:
-            if os.fstat(fd).st_size < size:
+            st = os.fstat(fd)
+            if st.st_size < size:
                 raise CudaError(cudaErrorInvalidValue, f"{name} is smaller than {size}")
             mapping = mmap.mmap(fd, size)
         finally:
             os.close(fd)
         local = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
-        seg = Segment(name, client_base, size, local, mapping)
+        seg = Segment(name, client_base, size, local, mapping, (st.st_dev, st.st_ino))
         self._by_base[client_base] = seg
         bisect.insort(self._bases, client_base)
         return seg
@@ -82,3 +88,17 @@ class Segments:
 
     def all(self) -> list[Segment]:
         return list(self._by_base.values())
+
+    def remove_names(self) -> None:
+        """At the session's end: remove the names of the segments still attached, where
+        they still mean the same objects (a new process of the client's pid may have
+        made its own under a name the client's exit had freed). Best effort: a client
+        that exited removed them itself, another user's stay (no permission)."""
+        for seg in self._by_base.values():
+            path = "/dev/shm" + seg.name
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == seg.file_id:
+                    os.unlink(path)
+            except OSError:
+                pass

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ring.h"
+#include "shm_object.h"
 #include "spin.h"
 
 #define RING_MAGIC 0x474E524Fu   /* "ORNG" little-endian */
@@ -84,21 +85,20 @@ static void wake(uint32_t *sleeping)
 
 orion_ring *orion_ring_create(void)
 {
-    static int counter;
     orion_ring *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    snprintf(r->name, sizeof r->name, "/orion-ring-%d-%d", (int)getpid(),
-             __sync_fetch_and_add(&counter, 1));
     r->map_size = sizeof *r->h + REQUEST_BYTES + REPLY_BYTES;
-    int fd = shm_open(r->name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    int fd = orion_shm_create(r->name, sizeof r->name, "orion-ring");
     void *p = MAP_FAILED;
     if (fd >= 0 && ftruncate(fd, (off_t)r->map_size) == 0)
         p = mmap(NULL, r->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (fd >= 0)
+    if (fd >= 0) {
         close(fd);
+        if (p == MAP_FAILED)
+            shm_unlink(r->name);
+    }
     if (p == MAP_FAILED) {
-        shm_unlink(r->name);
         free(r);
         return NULL;
     }

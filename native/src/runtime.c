@@ -13,6 +13,7 @@
 #include "cudart_internal.h"
 #include "control.h"
 #include "orion.h"
+#include "shm.h"
 
 typedef struct device_slot {
     orion_session *session;
@@ -36,6 +37,7 @@ static __thread cudaError_t last_error;
 static void shutdown_runtime(void)
 {
     orion_callbacks_stop();
+    orion_shm_unlink_all();
     for (int i = 0; i < session_count; i++)
         orion_session_close(sessions[i]);
     session_count = device_count = 0;

@@ -10,6 +10,7 @@
 #include "cudart_internal.h"
 #include "orion.h"
 #include "shm.h"
+#include "shm_object.h"
 
 enum { MAPPED = 1, UNMAPPABLE = 2, SHARED = 3 };
 
@@ -28,21 +29,20 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 void *orion_shm_alloc(size_t size)
 {
-    static int counter;
     segment *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    snprintf(s->name, sizeof s->name, "/orion-%d-%d", (int)getpid(),
-             __sync_fetch_and_add(&counter, 1));
-    int fd = shm_open(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    int fd = orion_shm_create(s->name, sizeof s->name, "orion");
     void *p = MAP_FAILED;
     if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (fd >= 0)
+    if (fd >= 0) {
         close(fd);
+        if (p == MAP_FAILED)
+            shm_unlink(s->name);
+    }
     if (p == MAP_FAILED) {
         ORION_WARN("no shared memory for %zu bytes of page-locked memory", size);
-        shm_unlink(s->name);
         free(s);
         return NULL;
     }
@@ -53,6 +53,14 @@ void *orion_shm_alloc(size_t size)
     segments = s;
     pthread_mutex_unlock(&lock);
     return p;
+}
+
+void orion_shm_unlink_all(void)
+{
+    pthread_mutex_lock(&lock);
+    for (segment *s = segments; s; s = s->next)
+        shm_unlink(s->name);
+    pthread_mutex_unlock(&lock);
 }
 
 int orion_shm_free(void *ptr)

@@ -4,7 +4,10 @@
  * client and, on first use by a session, in that session's worker, which registers it
  * with the driver. Copies between it and the device are then DMA in the worker with no
  * bytes on the wire, asynchronous copies stay asynchronous, and captured graphs keep
- * valid host addresses. Sessions across hosts never attach: their copies carry bytes. */
+ * valid host addresses. Sessions across hosts never attach: their copies carry bytes.
+ *
+ * A segment's name lives until cudaFreeHost or the process's exit (workers attach by
+ * name, lazily); a worker removes the names of a client that died without exiting. */
 #pragma once
 
 #include <stddef.h>
@@ -16,3 +19,5 @@ int orion_shm_free(void *ptr);
 /* 1 when [ptr, ptr+len) lies in one segment that the current device's session has
  * mapped, mapping it there first if needed. */
 int orion_shm_usable(const void *ptr, size_t len);
+/* At exit: every segment's name removed (the mappings stay until the process ends). */
+void orion_shm_unlink_all(void);

@@ -187,6 +187,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
 
     def close(self) -> None:
         rt.cudaDeviceSynchronize()
+        self.segments.remove_names()
         for seg in self.segments.all():
             drv.cuMemHostUnregister(seg.local_base)
         for ptr in list(self.allocations):

@@ -167,6 +167,7 @@ class HostBackend(ArrayCalls, GraphCalls, KernelCalls, HostNvmlCalls, Backend):
             table.clear()
         self.captures.clear()
         self.shm.clear()
+        self.segments.remove_names()
         self.segments = Segments()
         if self._launch_log is not None:
             os.close(self._launch_log)

@@ -10,6 +10,7 @@ import signal
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -119,11 +120,18 @@ def server_sessions(pool) -> list:
         return client.request({"op": "status"})["sessions"]
 
 
+def shared_memory_of(pid: int) -> list[str]:
+    """The client's named shared-memory objects (segments, call rings) in /dev/shm."""
+    return sorted(p.name for p in Path("/dev/shm").glob(f"orion-*{pid}-*")
+                  if p.name.split("-")[-2] == str(pid))
+
+
 def test_killed_client_is_cleaned_up_within_5_seconds(host_pool, shim_dir, program_dir,
                                                       tmp_path):
     with holding(host_pool, shim_dir, program_dir, tmp_path, 600) as proc:
         assert len(host_pool.status()["leases"]) == 1
         (session,) = server_sessions(host_pool)
+        assert len(shared_memory_of(proc.pid)) == 2   # page-locked memory, staging buffer
         os.kill(proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         deadline = killed + 5
@@ -134,6 +142,30 @@ def test_killed_client_is_cleaned_up_within_5_seconds(host_pool, shim_dir, progr
         assert not server_sessions(host_pool), "the worker is still running"
         with pytest.raises(ProcessLookupError):
             os.kill(session["pid"], 0)
+        assert shared_memory_of(proc.pid) == [], "the worker left the client's names"
+
+
+def test_shared_memory_names_left_by_a_dead_process_of_the_same_pid_are_skipped(
+        host_pool, shim_dir, program_dir, tmp_path):
+    """A crashed process can leave /dev/shm/orion-<pid>-<n> behind (a worker of another
+    user cannot remove them); a new process given the same pid must make its segments
+    under other names, and leave those files alone. `graphs` needs page-locked memory
+    in shared memory (its captured copies become plain memcpy nodes only then)."""
+    path = programs.build("graphs", program_dir)
+    script = ('for n in 0 1 2 3; do echo stale > /dev/shm/orion-$$-$n; done; '
+              'exec "$0"')
+    child = subprocess.Popen(["sh", "-c", script, str(path)], stdout=subprocess.PIPE,
+                             text=True, env=shim_env(host_pool, shim_dir, tmp_path))
+    stale = [Path(f"/dev/shm/orion-{child.pid}-{n}") for n in range(4)]
+    try:
+        out, _ = child.communicate(timeout=120)
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out)
+        assert programs.passed(proc, "graphs"), out + client_log(tmp_path)
+        assert all(p.read_text() == "stale\n" for p in stale)
+        assert "no shared memory" not in client_log(tmp_path)
+    finally:
+        for p in stale:
+            p.unlink(missing_ok=True)
 
 
 def test_a_dead_worker_is_an_error_at_the_next_call_never_a_hang(host_pool, shim_dir,
@@ -169,6 +201,7 @@ def test_a_controller_restart_does_not_disturb_running_applications(host_pool, s
         assert [l["lease"] for l in rebuilt] == [lease["lease"]], "grant not rebuilt"
         out, _ = proc.communicate(timeout=30)   # it kept running to its end
         assert proc.returncode == 0 and out.strip().endswith("PASS hold"), out
+        assert shared_memory_of(proc.pid) == [], "its exit left shared memory behind"
 
 
 def test_after_an_oriond_restart_new_clients_work(host_pool, shim_dir, program_dir, tmp_path):

@@ -42,6 +42,7 @@ class CFrame(ctypes.Structure):
 
 
 def build(tmp_path_factory, name: str, source: Path | str, *flags: str) -> Path:
+    """source (a path, or C text) and any further sources and flags, as one library."""
     if not shutil.which("gcc"):
         pytest.skip("gcc not found")
     out = tmp_path_factory.mktemp(name) / f"lib{name}.so"
@@ -55,7 +56,8 @@ def build(tmp_path_factory, name: str, source: Path | str, *flags: str) -> Path:
 
 @pytest.fixture(scope="module")
 def ring_lib(tmp_path_factory):
-    lib = ctypes.CDLL(str(build(tmp_path_factory, "ring", ROOT / "native/src/ring.c", "-lrt")))
+    lib = ctypes.CDLL(str(build(tmp_path_factory, "ring", ROOT / "native/src/ring.c",
+                                 str(ROOT / "native/src/shm_object.c"), "-lrt")))
     lib.orion_ring_create.restype = ctypes.c_void_p
     lib.orion_ring_name.restype = ctypes.c_char_p
     lib.orion_ring_name.argtypes = [ctypes.c_void_p]

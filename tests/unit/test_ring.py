@@ -34,7 +34,8 @@ def lib(tmp_path_factory):
         pytest.skip("gcc not found")
     path = tmp_path_factory.mktemp("ring") / "libring.so"
     subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(path),
-                    str(ROOT / "native" / "src" / "ring.c"), "-lrt"], check=True)
+                    str(ROOT / "native" / "src" / "ring.c"),
+                    str(ROOT / "native" / "src" / "shm_object.c"), "-lrt"], check=True)
     lib = ctypes.CDLL(str(path))
     lib.orion_ring_create.restype = ctypes.c_void_p
     lib.orion_ring_name.restype = ctypes.c_char_p
