@@ -54,6 +54,7 @@ import zmq  # noqa: E402
 
 from orion_server import backend as B  # noqa: E402
 from orion_server import ring, wire, worker  # noqa: E402
+from orion_server.peer import Peer  # noqa: E402
 from orion_server.generated.cudart_table import CALLS  # noqa: E402
 
 LAUNCH_ID = next(i for i, c in CALLS.items() if c.name == "orionLaunchKernel")
@@ -215,7 +216,9 @@ def measure(backend, function, streams, args_size, launches, rounds, tmp, profil
             t0 = time.perf_counter()
             if profiler:
                 profiler.enable()
-            worker._serve_ring(call_ring, None, None, GoneMonitor(), session, b"")
+            peer = Peer("bench")
+            peer.fd = 0                # the client spoke on the connection GoneMonitor ends
+            worker._serve_ring(call_ring, None, None, GoneMonitor(), session, peer)
             if profiler:
                 profiler.disable()
             elapsed = time.perf_counter() - t0

@@ -80,6 +80,13 @@ class Backend:
             raise CudaError(cudaErrorInvalidDevice, f"no vGPU {index} in this session")
         self.device = index
 
+    def set_client_user(self, uid: int) -> None:
+        """The client runs as user `uid` (known on its host only): the shared segments
+        it asks this backend to map must be that user's files."""
+        segments = getattr(self, "segments", None)
+        if segments is not None:
+            segments.owner_uid = uid
+
     def close(self) -> None:
         """Free everything the session holds; called once when the client goes away."""
 

@@ -7,7 +7,8 @@ The backend places a stub in the stream; when the GPU reaches it the stub calls
 events socket and blocks the stream until the client answers "done <id>". A thread of
 the worker owns the socket, so the worker's call loop never waits on it.
 
-Events socket (ROUTER, bound by the worker; the client connects a DEALER):
+Events socket (ROUTER, bound by the worker; the client connects a DEALER whose routing
+id is the session's token, peer.py; anyone else's messages are dropped):
   client -> worker: b"hello" once, then u64 id for each host function it finished
   worker -> client: u64 id of each host function that is due
 """
@@ -26,7 +27,8 @@ _ID = struct.Struct("<Q")
 
 
 class HostFunctions:
-    def __init__(self, address: str):
+    def __init__(self, address: str, client: bytes):
+        self._client = client           # the routing id of the session's client
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -62,8 +64,10 @@ class HostFunctions:
             if self._wake_read in events:
                 os.read(self._wake_read, 4096)
             if self._sock in events:
-                identity, body = self._sock.recv_multipart()[:2]
-                if body == b"hello":
+                identity, body = (self._sock.recv_multipart() + [b""])[:2]
+                if identity != self._client:
+                    log.warning("events socket: dropped a message of another peer")
+                elif body == b"hello":
                     client = identity
                 elif len(body) == _ID.size:
                     with self._lock:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import secrets
 import socket
 import subprocess
 import sys
@@ -136,7 +137,10 @@ class Server:
         address = (f"ipc://{self.ipc_dir}/{session}.sock" if local
                    else f"tcp://{self.cfg.bind_addr}:*")
         log_path = self.session_dir / f"{session}.log"
-        worker_cfg = {"address": address, "vgpus": vgpus, "backend": self.cfg.backend,
+        # the client's routing id on the worker's sockets: only it is served (peer.py)
+        token = secrets.token_hex(16)
+        worker_cfg = {"address": address, "token": token, "vgpus": vgpus,
+                      "backend": self.cfg.backend,
                       "log_file": str(log_path), "log_level": self.cfg.log_level,
                       "backend_options": self.backend_options()}
         shares = self.throttled_shares(vgpus)
@@ -165,7 +169,7 @@ class Server:
                  session, lease, client.get("host"), client.get("pid"), client.get("app"),
                  len(vgpus), proc.pid, worker.address)
         return {"ok": True, "session": session, "worker": worker.address,
-                "events": worker.events}
+                "events": worker.events, "token": token}
 
     def throttled_shares(self, vgpus: list[dict]) -> dict[int, float]:
         """Physical GPU -> the session's share of it, for the GPUs it does not have whole

@@ -35,6 +35,8 @@ import threading
 import time
 import zlib
 
+from .shm import open_client_file
+
 CALL_ID = zlib.crc32(b"orionCallRing")   # the offer: not a CUDA call
 MAGIC = 0x474E524F                       # b"ORNG" little-endian
 VERSION = 1
@@ -85,17 +87,18 @@ def offered_name(head) -> str | None:
 
 
 class CallRing:
-    def __init__(self, name: str):
+    def __init__(self, name: str, owner_uid: int | None = None):
+        """The client's ring `name`, which must be a file of owner_uid where given."""
         if sys.byteorder != "little" or platform.machine() not in ("x86_64", "AMD64"):
             raise RingError(f"the call ring needs x86-64, this is {platform.machine()}")
         if not _NAME.match(name):
             raise RingError(f"bad ring name {name!r}")
         try:
-            fd = os.open("/dev/shm" + name, os.O_RDWR)
+            fd, st = open_client_file(name, owner_uid)
         except OSError as e:
             raise RingError(f"cannot open {name}: {e}") from None
         try:
-            size = os.fstat(fd).st_size
+            size = st.st_size
             self._map = mmap.mmap(fd, size) if size >= HEADER_SIZE else None
         finally:
             os.close(fd)

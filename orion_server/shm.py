@@ -15,6 +15,7 @@ import bisect
 import mmap
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,17 @@ import numpy as np
 from .backend import CudaError, cudaErrorInvalidValue
 
 _NAME = re.compile(r"^/orion-\d+-\d+$")
+
+
+def open_client_file(name: str, owner_uid: int | None) -> tuple[int, os.stat_result]:
+    """/dev/shm<name>, a client's shared-memory object, opened read-write: a regular
+    file (no link followed) of the client's user where that is known (peer.py)."""
+    fd = os.open("/dev/shm" + name, os.O_RDWR | os.O_NOFOLLOW)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (owner_uid is not None and st.st_uid != owner_uid):
+        os.close(fd)
+        raise PermissionError(f"not a file of the client's user (uid {owner_uid})")
+    return fd, st
 
 
 @dataclass
@@ -38,16 +50,16 @@ class Segments:
     def __init__(self):
         self._by_base: dict[int, Segment] = {}
         self._bases: list[int] = []
+        self.owner_uid: int | None = None    # the client's user, once known (peer.py)
 
     def attach(self, name: str, size: int, client_base: int) -> Segment:
         if not _NAME.match(name) or size <= 0 or client_base in self._by_base:
             raise CudaError(cudaErrorInvalidValue, f"bad segment {name!r}")
         try:
-            fd = os.open("/dev/shm" + name, os.O_RDWR)
+            fd, st = open_client_file(name, self.owner_uid)
         except OSError as e:
             raise CudaError(cudaErrorInvalidValue, f"cannot open {name}: {e}") from None
         try:
-            st = os.fstat(fd)
             if st.st_size < size:
                 raise CudaError(cudaErrorInvalidValue, f"{name} is smaller than {size}")
             mapping = mmap.mmap(fd, size)

@@ -1,7 +1,8 @@
 """One worker process per client application: replays its calls on a backend.
 
-The worker binds one ROUTER socket, serves exactly one client (its session), and exits
-when that client disconnects, is killed, or never shows up; the backend then frees
+The worker binds one ROUTER socket, serves exactly one client (its session: peer.py
+tells it from anyone else who connects), and exits when that client disconnects, is
+killed, or never shows up; the backend then frees
 everything the session held. It runs in its own process so that a crash or a sticky
 CUDA error harms this client only. A client on this host moves its calls from the socket
 to a shared-memory call ring (orion_server/ring.py) once it has connected.
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 import zmq
-import zmq.utils.monitor
 
 from . import backend as B
 from . import fast_path
@@ -28,6 +28,7 @@ from . import wire
 from .compute_gate import COMPUTE_CALLS, ComputeGate
 from .device_output import DeviceOutputs
 from .host_functions import HostFunctions
+from .peer import Peer
 from .generated import cudart_table, nvml_table
 
 log = logging.getLogger("orion.worker")
@@ -187,7 +188,7 @@ def make_backend(kind: str, vgpus: list[B.VGpu], options: dict) -> B.Backend:
     return CudaBackend(vgpus, **options)
 
 
-def serve(address: str, session: Session, ready=None) -> None:
+def serve(address: str, session: Session, peer: Peer, ready=None) -> None:
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -203,39 +204,34 @@ def serve(address: str, session: Session, ready=None) -> None:
     poller.register(sock, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
-    connected = False
     try:
         while True:
             events = dict(poller.poll(max(1, int(session.wait_s(1.0) * 1000))))
             if not events:
                 session.idle()
-            if monitor in events:
-                accepted, gone = _monitor_events(monitor)
-                connected |= accepted
-                if gone:
-                    log.info("client disconnected after %d calls", session.calls)
-                    return
+            if monitor in events and peer.events(monitor)[1]:
+                log.info("client disconnected after %d calls", session.calls)
+                return
             if sock in events:
                 while True:
                     try:
                         frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    identity, rest = frames[0], frames[1:]
-                    if not rest:
+                    if len(frames) < 2 or not _admit(peer, frames, sock, session):
                         continue
+                    rest = frames[1:]
                     name = ring.offered_name(rest[0].buffer)
                     if name is not None:
-                        call_ring = _take_ring(name, sock, identity, rest[0].buffer)
+                        call_ring = _take_ring(name, sock, peer, rest[0].buffer)
                         if call_ring is not None:
-                            _serve_ring(call_ring, sock, poller, monitor, session,
-                                        identity.bytes)
+                            _serve_ring(call_ring, sock, poller, monitor, session, peer)
                             return
                         continue
                     reply = session.handle(rest)
                     if reply is not None:
-                        sock.send_multipart([identity.bytes, *reply], copy=False)
-            if not connected and time.monotonic() > deadline:
+                        sock.send_multipart([peer.token, *reply], copy=False)
+            if not peer.admitted and time.monotonic() > deadline:
                 log.warning("no client connected within %.0f s", CONNECT_TIMEOUT_S)
                 return
     finally:
@@ -244,38 +240,39 @@ def serve(address: str, session: Session, ready=None) -> None:
         sock.close(0)
 
 
-def _monitor_events(monitor) -> tuple[bool, bool]:
-    """Pending monitor events: (a client connected, a client disconnected)."""
-    accepted = gone = False
-    while monitor.poll(0):
-        event = zmq.utils.monitor.recv_monitor_message(monitor)["event"]
-        accepted |= event == zmq.EVENT_ACCEPTED
-        gone |= event == zmq.EVENT_DISCONNECTED
-    return accepted, gone
+def _admit(peer: Peer, frames: list, sock, session: Session) -> bool:
+    """Whether the request comes from the session's client (peer.py); on its first, the
+    shared segments it may map become its user's only."""
+    first = not peer.admitted
+    if not peer.admit(frames, sock):
+        return False
+    if first and peer.uid is not None:
+        session.backend.set_client_user(peer.uid)
+    return True
 
 
-def _take_ring(name: str, sock, identity, head) -> ring.CallRing | None:
+def _take_ring(name: str, sock, peer: Peer, head) -> ring.CallRing | None:
     """Answer a ring offer: status 0 and the ring, or an error status and None."""
     try:
-        call_ring, status = ring.CallRing(name), 0
+        call_ring, status = ring.CallRing(name, peer.uid), 0
         log.info("call ring up: %s, %d KiB of requests, %d KiB of replies", name,
                  call_ring.request_size >> 10, call_ring.reply_size >> 10)
     except ring.RingError as e:
         log.warning("call ring refused, calls stay on the socket: %s", e)
         call_ring, status = None, B.cudaErrorNotSupported
     seq = _SEQ.unpack_from(head, 16)[0]
-    sock.send_multipart([identity.bytes, wire.pack_reply_header(status, seq)])
+    sock.send_multipart([peer.token, wire.pack_reply_header(status, seq)])
     return call_ring
 
 
 def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Session,
-                client: bytes) -> None:
+                peer: Peer) -> None:
     """Every call of the session from now on, in the ring's order, until the client
     disconnects (the socket's monitor still says so) or breaks the ring."""
     def deliver(reply: list) -> None:
         seq = _SEQ.unpack_from(reply[0], 16)[0]
         if not call_ring.reply(seq, reply):
-            sock.send_multipart([client, *reply], copy=False)
+            sock.send_multipart([peer.token, *reply], copy=False)
             call_ring.reply_on_socket(seq)
 
     # the calls of a training step skip Session.handle (fast_path.py does what it does)
@@ -285,11 +282,11 @@ def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Sessio
             frames = call_ring.next_request(session.wait_s(RING_IDLE_S))
             if frames is None:            # idle: is the client still there?
                 session.idle()
-                if _monitor_events(monitor)[1]:
+                if peer.events(monitor)[1]:
                     break
                 continue
             if frames is ring.ON_SOCKET:
-                frames = _next_on_socket(sock, poller, monitor)
+                frames = _next_on_socket(sock, poller, monitor, peer)
                 if frames is None:
                     break
             reply = session.handle(frames)
@@ -303,14 +300,17 @@ def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Sessio
         call_ring.close()
 
 
-def _next_on_socket(sock, poller, monitor) -> list | None:
+def _next_on_socket(sock, poller, monitor, peer: Peer) -> list | None:
     """The request frames the ring said the socket carries; None if the client is gone."""
     while True:
         try:
-            return sock.recv_multipart(zmq.NOBLOCK, copy=False)[1:]
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            if len(frames) > 1 and peer.admit(frames, sock):
+                return frames[1:]
+            continue
         except zmq.Again:
             pass
-        if monitor in dict(poller.poll(1000)) and _monitor_events(monitor)[1]:
+        if monitor in dict(poller.poll(1000)) and peer.events(monitor)[1]:
             return None
 
 
@@ -346,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     backend = make_backend(config.get("backend", "cuda"), vgpus, config.get("backend_options", {}))
     session = Session(backend)
     address = config["address"]
+    peer = Peer(config["token"])
     host_functions = HostFunctions(address.replace(".sock", "-events.sock")
                                    if address.startswith("ipc://") else
-                                   address.rsplit(":", 1)[0] + ":*")
+                                   address.rsplit(":", 1)[0] + ":*", peer.token)
     backend.run_host_function = host_functions.run
     compute = config.get("compute")
     if compute:
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         session.outputs = DeviceOutputs(((wire.FLAG_OUTPUT, 1), (wire.FLAG_ERRORS, 2)))
 
     try:
-        serve(address, session, ready)
+        serve(address, session, peer, ready)
     finally:
         host_functions.close()   # first: streams blocked on the client's functions go on
         if session.gate is not None:

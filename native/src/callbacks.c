@@ -89,6 +89,7 @@ static channel *channel_of_current(void)
     c->session = s;
     c->stop = 0;
     c->sock = orion_zmq_socket(ZMQ_DEALER);
+    orion_session_identify(s, c->sock);
     int linger = 0;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_connect(c->sock, orion_session_events(s)) != 0 ||

@@ -198,8 +198,7 @@ void orion_release(const orion_config *cfg, const orion_lease *lease)
 }
 
 int orion_open_session(const orion_config *cfg, const orion_lease *lease, const char *server,
-                       char *worker, char *events, size_t address_size, char *why,
-                       size_t why_size)
+                       orion_session_address *address, char *why, size_t why_size)
 {
     cJSON *body = cJSON_CreateObject();
     cJSON_AddStringToObject(body, "op", "open_session");
@@ -224,10 +223,11 @@ int orion_open_session(const orion_config *cfg, const orion_lease *lease, const 
     cJSON_Delete(body);
     if (!reply)
         return -1;
-    copy_string(reply, "worker", worker, address_size);
-    copy_string(reply, "events", events, address_size);
+    copy_string(reply, "worker", address->worker, sizeof address->worker);
+    copy_string(reply, "events", address->events, sizeof address->events);
+    copy_string(reply, "token", address->token, sizeof address->token);
     cJSON_Delete(reply);
-    if (!worker[0]) {
+    if (!address->worker[0] || !address->token[0]) {
         snprintf(why, why_size, "%s opened no worker", server);
         return -1;
     }

@@ -28,8 +28,7 @@ int orion_allocate(const orion_config *cfg, orion_lease *lease, char *why, size_
 /* What orion_allocate would get now, holding nothing (no lease id comes back). */
 int orion_preview(const orion_config *cfg, orion_lease *lease, char *why, size_t why_size);
 void orion_release(const orion_config *cfg, const orion_lease *lease);
-/* Open a session on `server` for the grants of the lease held there; the worker's
- * call and host-function addresses come back in `worker` and `events`. */
+/* Open a session on `server` for the grants of the lease held there; where its worker
+ * listens comes back in `address`. */
 int orion_open_session(const orion_config *cfg, const orion_lease *lease, const char *server,
-                       char *worker, char *events, size_t address_size, char *why,
-                       size_t why_size);
+                       orion_session_address *address, char *why, size_t why_size);

@@ -68,8 +68,17 @@ orion_session *orion_session_of(int device, uint16_t *remote_index);
 const struct orion_device_snapshot *orion_snapshot(int device);
 
 /* ---- transport (transport.c) ---- */
-orion_session *orion_session_open(const char *worker_address, const char *events_address);
+/* Where a session's worker listens, and the token that makes this client the one peer
+ * it serves (orion_server/peer.py), as oriond's open_session reply gives them. */
+typedef struct orion_session_address {
+    char worker[256];
+    char events[256];   /* its host-function channel (callbacks.c) */
+    char token[64];
+} orion_session_address;
+orion_session *orion_session_open(const orion_session_address *address);
 const char *orion_session_events(const orion_session *s);
+/* Before `sock` connects to one of the session's worker sockets: present the token. */
+void orion_session_identify(const orion_session *s, void *sock);
 void orion_callbacks_stop(void);   /* before the sessions close */
 void orion_session_close(orion_session *s);
 int orion_session_is_local(const orion_session *s);   /* ipc://: same host */

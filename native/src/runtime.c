@@ -51,17 +51,17 @@ static void shutdown_runtime(void)
 /* Open the session of one server and attach its devices to the device table. */
 static int open_server(const char *server)
 {
-    char worker[300], events[300], why[512];
-    if (orion_open_session(&config, &lease, server, worker, events, sizeof worker, why,
-                           sizeof why)) {
+    orion_session_address address;
+    char why[512];
+    if (orion_open_session(&config, &lease, server, &address, why, sizeof why)) {
         ORION_ERROR("cannot open a session on %s: %s", server, why);
         return -1;
     }
-    orion_session *s = orion_session_open(worker, events);
+    orion_session *s = orion_session_open(&address);
     if (!s)
         return -1;
     sessions[session_count++] = s;
-    ORION_INFO("session on %s through %s", server, worker);
+    ORION_INFO("session on %s through %s", server, address.worker);
     uint16_t remote = 0;
     for (int i = 0; i < lease.count; i++) {
         if (strcmp(lease.grants[i].server, server) == 0) {

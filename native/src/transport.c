@@ -43,6 +43,7 @@ struct orion_session {
     int dead;           /* the worker disconnected: every call fails from now on */
     char address[256];
     char events[256];   /* the worker's host-function channel (callbacks.c) */
+    char token[64];     /* our routing id there: the worker serves no other peer */
     uint64_t unmatched; /* replies whose seq matched no waiting call (logged) */
     orion_ring *ring;   /* set once the worker took it: every call goes through it */
     size_t window;      /* calls orion_call_pipelined keeps in flight on the socket */
@@ -83,16 +84,18 @@ void *orion_zmq_socket(int type)
 
 static void offer_ring(orion_session *s);
 
-orion_session *orion_session_open(const char *worker_address, const char *events_address)
+orion_session *orion_session_open(const orion_session_address *a)
 {
     static int counter;
     orion_session *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     pthread_mutex_init(&s->lock, NULL);
-    snprintf(s->address, sizeof s->address, "%s", worker_address);
-    snprintf(s->events, sizeof s->events, "%s", events_address);
+    snprintf(s->address, sizeof s->address, "%s", a->worker);
+    snprintf(s->events, sizeof s->events, "%s", a->events);
+    snprintf(s->token, sizeof s->token, "%s", a->token);
     s->sock = orion_zmq_socket(ZMQ_DEALER);
+    orion_session_identify(s, s->sock);
     int linger = 0, no_reconnect = -1, hb_ivl = 1000, hb_timeout = 5000;
     zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
     /* a new worker would not have this session's state: never reconnect */
@@ -104,8 +107,8 @@ orion_session *orion_session_open(const char *worker_address, const char *events
     zmq_socket_monitor(s->sock, mon, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
     s->monitor = orion_zmq_socket(ZMQ_PAIR);
     zmq_connect(s->monitor, mon);
-    if (zmq_connect(s->sock, worker_address) != 0) {
-        ORION_ERROR("cannot connect to worker %s: %s", worker_address, zmq_strerror(zmq_errno()));
+    if (zmq_connect(s->sock, s->address) != 0) {
+        ORION_ERROR("cannot connect to worker %s: %s", s->address, zmq_strerror(zmq_errno()));
         orion_session_close(s);
         return NULL;
     }
@@ -122,6 +125,11 @@ orion_session *orion_session_open(const char *worker_address, const char *events
 const char *orion_session_events(const orion_session *s)
 {
     return s->events;
+}
+
+void orion_session_identify(const orion_session *s, void *sock)
+{
+    zmq_setsockopt(sock, ZMQ_ROUTING_ID, s->token, strlen(s->token));
 }
 
 int orion_session_is_local(const orion_session *s)

@@ -23,6 +23,7 @@ from orion_server import backend as B
 from orion_server import fast_path, ring, wire
 from orion_server import worker as worker_module
 from orion_server.generated.cudart_table import CALLS
+from orion_server.peer import Peer
 from orion_server.worker import Session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,8 +289,10 @@ def test_the_worker_serve_loop_takes_the_fast_path(ring_lib, monkeypatch):
         handle = session.handle
         session.handle = lambda frames: handled.append(1) or handle(frames)
         monkeypatch.setattr(worker_module, "RING_IDLE_S", 0.0)
+        peer = Peer("token")
+        peer.fd = 0                    # the client spoke on the connection GoneMonitor ends
         worker_module._serve_ring(ring.CallRing(client.name), None, None, GoneMonitor(),
-                                  session, b"")
+                                  session, peer)
         assert len(handled) == 1 and session.calls == 51
         assert len(session.backend.done) == 51 and session.backend.done[-1][0] == "sync"
     finally:

@@ -17,6 +17,7 @@ import zmq
 from orion_server import backend as B
 from orion_server import ring, wire
 from orion_server.generated.cudart_table import CALLS
+from orion_server.peer import Peer
 from orion_server.worker import Session, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,12 +210,13 @@ def test_worker_serves_calls_in_order_through_ring_and_socket(lib, tmp_path):
     backend = RecordingBackend()
     bound = []
     server = threading.Thread(target=serve, args=(f"ipc://{tmp_path}/w.sock", Session(backend),
-                                                  bound.append), daemon=True)
+                                                  Peer("token"), bound.append), daemon=True)
     server.start()
     while not bound:
         time.sleep(0.01)
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, b"token")
     sock.connect(bound[0])
     client = Client(lib)
     try:
