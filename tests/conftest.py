@@ -86,3 +86,9 @@ def holding(pool, shim_dir: Path, program_dir: Path, home: Path, seconds: int, *
     """The `hold` program through the shim on the host backend (see until_ready)."""
     return until_ready([programs.build("hold", program_dir), seconds],
                        shim_env(pool, shim_dir, home, **env))
+
+
+def shared_memory_of(pid: int) -> list[str]:
+    """A client's named shared-memory objects (segments, call rings) in /dev/shm."""
+    return sorted(p.name for p in Path("/dev/shm").glob(f"orion-*{pid}-*")
+                  if p.name.split("-")[-2] == str(pid))

@@ -21,6 +21,7 @@ typedef struct segment {
     /* per device: 0 not yet asked, MAPPED by this device's worker, SHARED: mapped by
      * the same worker for another device, UNMAPPABLE: remote or refused */
     unsigned char attached[ORION_MAX_DEVICES];
+    int named;              /* its name still exists */
     struct segment *next;
 } segment;
 
@@ -48,6 +49,7 @@ void *orion_shm_alloc(size_t size)
     }
     s->base = (uintptr_t)p;
     s->size = size;
+    s->named = 1;
     pthread_mutex_lock(&lock);
     s->next = segments;
     segments = s;
@@ -59,7 +61,8 @@ void orion_shm_unlink_all(void)
 {
     pthread_mutex_lock(&lock);
     for (segment *s = segments; s; s = s->next)
-        shm_unlink(s->name);
+        if (s->named)
+            shm_unlink(s->name);
     pthread_mutex_unlock(&lock);
 }
 
@@ -84,8 +87,30 @@ int orion_shm_free(void *ptr)
     }
     orion_set_current_device(saved);
     munmap((void *)s->base, s->size);
-    shm_unlink(s->name);
+    if (s->named)
+        shm_unlink(s->name);
     free(s);
+    return 1;
+}
+
+/* Whether every worker on this host that serves the application has been asked to map
+ * `s` (asked once: it mapped it or never will), so no worker opens the name again.
+ * Called with the lock held. */
+static int asked_every_local_worker(const segment *s)
+{
+    uint16_t remote;
+    int devices = orion_device_count() < ORION_MAX_DEVICES ? orion_device_count()
+                                                           : ORION_MAX_DEVICES;
+    for (int d = 0; d < devices; d++) {
+        orion_session *session = orion_session_of(d, &remote);
+        if (!session || !orion_session_is_local(session))
+            continue;
+        int asked = 0;
+        for (int e = 0; e < devices && !asked; e++)
+            asked = s->attached[e] && orion_session_of(e, &remote) == session;
+        if (!asked)
+            return 0;
+    }
     return 1;
 }
 
@@ -116,6 +141,10 @@ int orion_shm_usable(const void *ptr, size_t len)
                 ORION_WARN("worker could not map %s: copies of it travel as bytes", s->name);
         }
         usable = s->attached[device] == MAPPED || s->attached[device] == SHARED;
+        if (s->named && asked_every_local_worker(s)) {
+            shm_unlink(s->name);   /* no worker opens it again: a crash leaves nothing */
+            s->named = 0;
+        }
     }
     pthread_mutex_unlock(&lock);
     return usable;

@@ -6,8 +6,9 @@
  * bytes on the wire, asynchronous copies stay asynchronous, and captured graphs keep
  * valid host addresses. Sessions across hosts never attach: their copies carry bytes.
  *
- * A segment's name lives until cudaFreeHost or the process's exit (workers attach by
- * name, lazily); a worker removes the names of a client that died without exiting. */
+ * Workers attach by name, lazily: a segment's name is removed once every worker of the
+ * application on this host has been asked to map it (at its first use with one server),
+ * else at cudaFreeHost or exit; a worker removes the names left by a client that died. */
 #pragma once
 
 #include <stddef.h>

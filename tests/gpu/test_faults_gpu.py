@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import programs, until_ready
+from conftest import programs, shared_memory_of, until_ready
 from test_nvml_gpu import orion_env
 from test_shim_gpu import gpu_pool  # noqa: F401  (the module's pool fixture)
 
@@ -41,6 +41,7 @@ def test_client_killed_mid_kernel_frees_its_gpu_memory_within_5_s(
         time.sleep(0.05)
     freed_after = time.monotonic() - killed
     assert gpu_memory_used_mib() <= before + 256, f"still {gpu_memory_used_mib()} MiB used"
+    assert shared_memory_of(proc.pid) == [], "its shared memory outlived it"
     record_property("freed_after_s", round(freed_after, 2))   # in the JUnit report
 
 

@@ -148,3 +148,15 @@ def test_host_function_messages_of_others_are_dropped(tmp_path):
         stranger.close(0)
         client.close(0)
         functions.close()
+
+
+def test_the_names_a_dead_client_left_are_removed_if_still_its_own(segment_file):
+    name, path = segment_file
+    segments = Segments()
+    segments.attach(name, 4096, 0x10000)
+    segments.remove_names()
+    assert not os.path.exists(path)
+    with open(path, "wb") as f:     # the name again, now another process's object
+        f.truncate(4096)
+    segments.remove_names()
+    assert os.path.exists(path), "removed a name that no longer meant its segment"
