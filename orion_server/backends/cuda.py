@@ -41,6 +41,7 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         self.starts: list[int] = []                  # sorted allocation starts
         self.globals: dict[int, int] = {}            # module variables: ptr -> size
         self.streams: set[int] = set()
+        self.capturing: set[int] = set()             # streams being captured
         self.events: set[int] = set()
         self.handles: dict[str, set[int]] = {k: set() for k in (
             "graph", "exec", "pool", "node", "texture", "surface")}
@@ -118,6 +119,11 @@ class CudaBackend(MemoryCalls, KernelCalls, GraphCalls, ObjectCalls, NvmlCalls, 
         return (0, B.pack_snapshot(name, v.vgpu_uuid, v.memory_bytes, attrs))
 
     def drain(self, gpu_index: int) -> None:
+        # While a stream is captured (nothing of it runs), the capturing thread may not
+        # synchronise the device: the capture would end invalidated. The turn then ends
+        # without the wait; the work of other streams is charged to the next turn.
+        if self.capturing:
+            return
         current = self.vgpus[self.device].gpu_index
         if gpu_index != current:
             rt.cudaSetDevice(gpu_index)

@@ -37,10 +37,14 @@ class GraphCalls:
 
     def cudaStreamBeginCapture(self, stream: int, mode: int):
         self._check_stream(stream)
-        return (status(rt.cudaStreamBeginCapture(stream, mode)[0]),)
+        (err,) = rt.cudaStreamBeginCapture(stream, mode)
+        if not err:
+            self.capturing.add(stream)     # drain() must not synchronise meanwhile
+        return (status(err),)
 
     def cudaStreamEndCapture(self, stream: int):
         self._check_stream(stream)
+        self.capturing.discard(stream)     # a failed end ends the capture too
         return self._graph_out("graph", rt.cudaStreamEndCapture(stream))
 
     def cudaGraphCreate(self, flags: int):

@@ -137,6 +137,7 @@ class ObjectCalls:
         if stream not in self.streams:
             return (B.cudaErrorInvalidResourceHandle,)
         self.streams.discard(stream)
+        self.capturing.discard(stream)
         return (status(rt.cudaStreamDestroy(stream)[0]),)
 
     def _new_event(self, result):

@@ -38,6 +38,7 @@ NVCC_FLAGS = (
 # The argument lists each program is run with; most have just one mode.
 INVOCATIONS: dict[str, list[tuple[str, ...]]] = {
     "printf_assert": [(), ("assert",)],
+    "graph_memory": [(), ("pause",)],
 }
 
 # Programs that need a partner or a setting and are run by their own tests only.

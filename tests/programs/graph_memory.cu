@@ -2,9 +2,12 @@
 // cudaFreeAsync captured), fills it and reduces it. With `instantiate-oom`, run on a
 // 64 MiB vGPU: once 32 MiB are allocated outside, instantiating the graph must fail with
 // cudaErrorMemoryAllocation (its memory would not fit), and succeed after the 32 MiB
-// are freed.
+// are freed. With `pause`, the program stops for 100 ms in the middle of the capture
+// (a throttled session's worker hands its idle compute turn back meanwhile).
 #define PROGRAM_NAME "graph_memory"
 #include "common.h"
+
+#include <unistd.h>
 
 constexpr size_t kCount = (size_t(48) << 20) / sizeof(int);
 
@@ -22,6 +25,7 @@ __global__ void sum(const int* data, size_t n, unsigned long long* total) {
 
 int main(int argc, char** argv) {
   const bool instantiate_oom = argc > 1 && strcmp(argv[1], "instantiate-oom") == 0;
+  const bool pause = argc > 1 && strcmp(argv[1], "pause") == 0;
   cudaStream_t stream;
   CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   unsigned long long* total = nullptr;
@@ -33,6 +37,7 @@ int main(int argc, char** argv) {
   int* data = nullptr;
   CHECK(cudaMallocAsync(&data, kCount * sizeof(int), stream));
   fill<<<64, 256, 0, stream>>>(data, kCount);
+  if (pause) usleep(100 * 1000);
   sum<<<64, 256, 0, stream>>>(data, kCount, total);
   CHECK(cudaFreeAsync(data, stream));
   CHECK(cudaStreamEndCapture(stream, &graph));
