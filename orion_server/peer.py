@@ -30,7 +30,7 @@ class Peer:
         self.token = token.encode()
         self.fd: int | None = None      # the client's connection, once it has spoken
         self.uid: int | None = None     # its user, where the transport tells (ipc://)
-        self._refused: set[bytes] = set()
+        self.refused = 0                # requests of others
 
     @property
     def admitted(self) -> bool:
@@ -44,9 +44,9 @@ class Peer:
             if self.fd is None:
                 self._learn(frames[-1])
             return True
-        if identity not in self._refused:
-            self._refused.add(identity)
-            log.warning("refused a peer that is not this session's client")
+        self.refused += 1
+        if self.refused == 1:
+            log.warning("refused a request of a peer that is not this session's client")
         try:
             seq = wire.parse_request_header(frames[1].buffer).seq
         except (IndexError, wire.WireError):
@@ -64,12 +64,11 @@ class Peer:
         if len(fields) == 4 and fields[1].isdigit():
             self.uid = int(fields[1])
 
-    def events(self, monitor) -> tuple[bool, bool]:
-        """Pending monitor events: (someone connected, the client disconnected)."""
-        accepted = gone = False
+    def gone(self, monitor) -> bool:
+        """Whether the pending events of the socket's monitor say the client left."""
+        gone = False
         while monitor.poll(0):
             event = zmq.utils.monitor.recv_monitor_message(monitor)
-            accepted |= event["event"] == zmq.EVENT_ACCEPTED
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 gone |= self.fd is not None and self.fd in (-1, event["value"])
-        return accepted, gone
+        return gone

@@ -2,10 +2,10 @@
 
 The worker binds one ROUTER socket, serves exactly one client (its session: peer.py
 tells it from anyone else who connects), and exits when that client disconnects, is
-killed, or never shows up; the backend then frees
-everything the session held. It runs in its own process so that a crash or a sticky
-CUDA error harms this client only. A client on this host moves its calls from the socket
-to a shared-memory call ring (orion_server/ring.py) once it has connected.
+killed, or never shows up; the backend then frees everything the session held. It runs
+in its own process so that a crash or a sticky CUDA error harms this client only. A
+client on this host moves its calls from the socket to a shared-memory call ring
+(orion_server/ring.py) once it has connected.
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def serve(address: str, session: Session, peer: Peer, ready=None) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
     sock.bind(address)
     bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-    monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     if ready:
         ready(bound)
     poller = zmq.Poller()
@@ -209,7 +209,7 @@ def serve(address: str, session: Session, peer: Peer, ready=None) -> None:
             events = dict(poller.poll(max(1, int(session.wait_s(1.0) * 1000))))
             if not events:
                 session.idle()
-            if monitor in events and peer.events(monitor)[1]:
+            if monitor in events and peer.gone(monitor):
                 log.info("client disconnected after %d calls", session.calls)
                 return
             if sock in events:
@@ -282,7 +282,7 @@ def _serve_ring(call_ring: ring.CallRing, sock, poller, monitor, session: Sessio
             frames = call_ring.next_request(session.wait_s(RING_IDLE_S))
             if frames is None:            # idle: is the client still there?
                 session.idle()
-                if peer.events(monitor)[1]:
+                if peer.gone(monitor):
                     break
                 continue
             if frames is ring.ON_SOCKET:
@@ -310,7 +310,7 @@ def _next_on_socket(sock, poller, monitor, peer: Peer) -> list | None:
             continue
         except zmq.Again:
             pass
-        if monitor in dict(poller.poll(1000)) and peer.events(monitor)[1]:
+        if monitor in dict(poller.poll(1000)) and peer.gone(monitor):
             return None
 
 
