@@ -9,15 +9,18 @@
 //   memcpy:       cudaMemcpy calls back to back
 //   memcpyasync:  cudaMemcpyAsync calls on one stream, then one cudaStreamSynchronize
 // bandwidth = the median group's copies * size / elapsed, in GB/s (10^9 bytes per
-// second). The median of groups, not the whole run: the H100 machine has phases of
-// ~0.1 s where a 64 MiB copy takes twice as long, natively as through Orion
-// (benchmarks/NOTES.md), and one of them in a run moved its ratio by 5-7 %.
+// second). The median of groups, not the whole run: the H100 machines have phases of
+// 0.1-0.2 s, every second or two, where a 64 MiB copy takes twice as long, natively as
+// through Orion (benchmarks/NOTES.md). So copies of 16 MiB and more are timed over
+// 0.45 s, longer than a phase, in 15 groups: one phase spoils a few groups, not the
+// median (over 0.15 s in 5 groups, one moved a ratio by 5-30 %).
 #include "bench.h"
 
 #include <algorithm>
 #include <vector>
 
-static const int GROUPS = 5;   // timed groups per case, odd: the median is one of them
+static const int GROUPS = 15;   // timed groups per case, odd: the median is one of them
+static const size_t LONG_CASE_BYTES = 16u << 20;   // copies timed over the longer budget
 
 struct Buffers {
     char *device = nullptr, *pinned = nullptr, *pageable = nullptr;
@@ -68,7 +71,7 @@ static bool copy_case(const bench::Options &o, const Buffers &b, bool async, boo
     double t1 = 0;
     if (!timed(1, &t1) || !timed(1, &t1))   // warm-up; the second one calibrates
         return false;
-    const double budget = o.budget(0.15, 0.02);
+    const double budget = bytes >= LONG_CASE_BYTES ? o.budget(0.45, 0.02) : o.budget(0.15, 0.02);
     long n = (long)std::ceil(budget / std::max(t1, 1e-7));
     n = std::max(3L, std::min(5000L, n));
     const long per_group = std::max(1L, n / GROUPS);
