@@ -310,9 +310,10 @@ def test_programs_compile(tmp_path):
 
 def test_suite_arguments(tmp_path):
     a = run_suite.parse_args([str(tmp_path), "--quick", "--programs", "launch,memcpy"])
-    assert a.out == tmp_path and a.quick and a.first_call_runs == 2
+    assert a.out == tmp_path and a.quick and a.first_call_runs == 2 and a.memcpy_runs == 1
     assert a.programs == ["launch", "memcpy"] and a.modes == ["native", "shm", "tcp"]
-    assert run_suite.parse_args(["--out", str(tmp_path)]).first_call_runs == 5
+    full = run_suite.parse_args(["--out", str(tmp_path)])
+    assert full.first_call_runs == 5 and full.memcpy_runs == 3
     with pytest.raises(SystemExit):
         run_suite.parse_args(["--programs", "nope"])
     with pytest.raises(SystemExit):

@@ -9,4 +9,4 @@ COMMIT=${1:?usage: gpu-check.sh COMMIT (the device copy has no git history of it
 OUT=${OUT:-$PWD/gpu-results}; mkdir -p "$OUT"
 bash scripts/gpu-suite.sh
 PYTHONPATH=/tmp/site:$PWD python3 benchmarks/run_suite.py --out "$OUT" \
-  --shim-dir orion_client/lib --deadline-s 180 --commit "$COMMIT" 2>&1 | tail -45
+  --shim-dir orion_client/lib --deadline-s 360 --commit "$COMMIT" 2>&1 | tail -45
