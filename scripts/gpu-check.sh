@@ -3,9 +3,11 @@
 # run: the GPU suite (scripts/gpu-suite.sh, compute shares included) and the benchmark
 # suite; results under $OUT. Build here first (scripts/setup), then on the device:
 #   bash scripts/gpu-check.sh COMMIT     (carry .whl, orion_client/lib, orion_server/lib)
+# COMMIT as written here (e.g. the output of `git rev-parse --short HEAD` on this side):
+# the device's copy of the tree has no git history of its own, or a stale one.
 set -u
 cd "$(dirname "$0")/.."
-COMMIT=${1:?usage: gpu-check.sh COMMIT (the device copy has no git history of its own)}
+COMMIT=${1:?usage: gpu-check.sh COMMIT (the commit of this tree, from the machine that built it)}
 OUT=${OUT:-$PWD/gpu-results}; mkdir -p "$OUT"
 bash scripts/gpu-suite.sh
 PYTHONPATH=/tmp/site:$PWD python3 benchmarks/run_suite.py --out "$OUT" \
