@@ -25,6 +25,7 @@ from orion_server import worker as worker_module
 from orion_server.generated.cudart_table import CALLS
 from orion_server.peer import Peer
 from orion_server.worker import Session
+from ring_client import RingClient, build_ring_lib, ring_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 ID = {c.name: i for i, c in CALLS.items()}
@@ -36,10 +37,6 @@ STREAM = 0x5000
 # the argument bytes each kernel of LaunchBackend takes (GENERIC_ONLY: the backend does
 # not tell the loop, so its launches take the generic path)
 ARGS_SIZE = {FUNC: 8, OTHER_FUNC: 52, NO_PARAMS: 0, FAILING: 8, STICKY: 8}
-
-
-class CFrame(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 def build(tmp_path_factory, name: str, source: Path | str, *flags: str) -> Path:
@@ -57,35 +54,20 @@ def build(tmp_path_factory, name: str, source: Path | str, *flags: str) -> Path:
 
 @pytest.fixture(scope="module")
 def ring_lib(tmp_path_factory):
-    lib = ctypes.CDLL(str(build(tmp_path_factory, "ring", ROOT / "native/src/ring.c",
-                                 str(ROOT / "native/src/shm_object.c"), "-lrt")))
-    lib.orion_ring_create.restype = ctypes.c_void_p
-    lib.orion_ring_name.restype = ctypes.c_char_p
-    lib.orion_ring_name.argtypes = [ctypes.c_void_p]
-    lib.orion_ring_destroy.argtypes = [ctypes.c_void_p]
-    lib.orion_ring_put.argtypes = [ctypes.c_void_p, ctypes.POINTER(CFrame), ctypes.c_int,
-                                   ctypes.c_uint, ctypes.c_int]
-    return lib
+    return build_ring_lib(tmp_path_factory.mktemp("ring"))
 
 
-class Client:
-    """Puts requests in the ring as the shim does (native/src/ring.c)."""
+class Client(RingClient):
+    """Puts calls in the ring as the shim does, numbered."""
 
     def __init__(self, lib):
-        self.lib, self.r = lib, lib.orion_ring_create()
-        self.name = lib.orion_ring_name(self.r).decode()
+        super().__init__(lib)
         self.seq = 0
-
-    def put(self, frames):
-        arr = (CFrame * max(len(frames), 1))()
-        keep = [ctypes.create_string_buffer(bytes(f), max(len(f), 1)) for f in frames]
-        for i, buf in enumerate(keep):
-            arr[i] = CFrame(ctypes.addressof(buf), len(frames[i]))
-        assert self.lib.orion_ring_put(self.r, arr, len(frames), 0, 1000) == 0
 
     def call(self, name, args=b"", flags=0, device=0, bulk=()):
         self.seq += 1
-        self.put([wire.pack_request_header(ID[name], self.seq, flags, device) + args, *bulk])
+        frames = [wire.pack_request_header(ID[name], self.seq, flags, device) + args, *bulk]
+        assert self.put(frames) == 0
 
     def launch(self, function=FUNC, args=b"", stream=STREAM, grid=(1, 1, 1), block=(32, 1, 1),
                shared=0, flags=0, device=0, header_flags=wire.FLAG_ASYNC, length=None,
@@ -94,9 +76,6 @@ class Client:
                              flags, len(args) if length is None else length,
                              len(args) if size is None else size)
         self.call("orionLaunchKernel", packed, header_flags, device, [args])
-
-    def close(self):
-        self.lib.orion_ring_destroy(self.r)
 
 
 class LaunchBackend(B.Backend):
@@ -134,11 +113,7 @@ class LaunchBackend(B.Backend):
 
 @pytest.fixture
 def pair(ring_lib):
-    client = Client(ring_lib)
-    worker = ring.CallRing(client.name)
-    yield client, worker
-    worker.close()
-    client.close()
+    yield from ring_pair(Client(ring_lib))
 
 
 delivered = []    # replies the fast path hands to _serve_ring's `deliver`

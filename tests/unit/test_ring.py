@@ -4,9 +4,7 @@ the worker's serve loop with a client that offers a ring."""
 from __future__ import annotations
 
 import ctypes
-import shutil
 import struct
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,51 +17,19 @@ from orion_server import ring, wire
 from orion_server.generated.cudart_table import CALLS
 from orion_server.peer import Peer
 from orion_server.worker import Session, serve
+from ring_client import CFrame, RingClient, build_ring_lib, ring_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 ID = {c.name: i for i, c in CALLS.items()}
 OK, BUSY, TOO_BIG = 0, 1, 2
 
 
-class CFrame(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    if not shutil.which("gcc"):
-        pytest.skip("gcc not found")
-    path = tmp_path_factory.mktemp("ring") / "libring.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(path),
-                    str(ROOT / "native" / "src" / "ring.c"),
-                    str(ROOT / "native" / "src" / "shm_object.c"), "-lrt"], check=True)
-    lib = ctypes.CDLL(str(path))
-    lib.orion_ring_create.restype = ctypes.c_void_p
-    lib.orion_ring_name.restype = ctypes.c_char_p
-    lib.orion_ring_name.argtypes = [ctypes.c_void_p]
-    lib.orion_ring_destroy.argtypes = [ctypes.c_void_p]
-    lib.orion_ring_put.argtypes = [ctypes.c_void_p, ctypes.POINTER(CFrame), ctypes.c_int,
-                                   ctypes.c_uint, ctypes.c_int]
-    lib.orion_ring_wait_reply.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
-    lib.orion_ring_reply.argtypes = [ctypes.c_void_p, ctypes.POINTER(CFrame), ctypes.c_int,
-                                     ctypes.POINTER(ctypes.c_uint)]
-    return lib
+    return build_ring_lib(tmp_path_factory.mktemp("ring"))
 
 
-class Client:
-    """The client's half of a ring, as transport.c uses it."""
-    def __init__(self, lib):
-        self.lib, self.r = lib, lib.orion_ring_create()
-        assert self.r, "no shared memory"
-        self.name = lib.orion_ring_name(self.r).decode()
-
-    def put(self, frames, flags=0, timeout_us=1000):
-        arr = (CFrame * max(len(frames), 1))()
-        keep = [ctypes.create_string_buffer(bytes(f), len(f)) for f in frames]
-        for i, buf in enumerate(keep):
-            arr[i] = CFrame(ctypes.addressof(buf), len(frames[i]))
-        return self.lib.orion_ring_put(self.r, arr, len(frames), flags, timeout_us)
-
+class Client(RingClient):
     def wait(self, seq, timeout_us=2_000_000):
         return self.lib.orion_ring_wait_reply(self.r, seq, timeout_us)
 
@@ -73,17 +39,10 @@ class Client:
         assert n >= 0
         return [ctypes.string_at(arr[i].data, arr[i].len) for i in range(n)], flags.value
 
-    def close(self):
-        self.lib.orion_ring_destroy(self.r)
-
 
 @pytest.fixture
 def pair(lib):
-    client = Client(lib)
-    worker = ring.CallRing(client.name)
-    yield client, worker
-    worker.close()
-    client.close()
+    yield from ring_pair(Client(lib))
 
 
 def take(worker, timeout_s=1.0):
